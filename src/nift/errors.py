@@ -1,0 +1,37 @@
+"""User-facing errors.
+
+A `NiftError` is a mistake the user can fix (bad input, bad config, missing package). The CLI prints its message
+and exits with status 2, without a traceback; anything else is a bug in nift and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class NiftError(Exception):
+    """An error caused by input, configuration or environment, with a message that says how to fix it."""
+
+
+class ConfigError(NiftError):
+    """A configuration file or command-line value is invalid."""
+
+
+class InputError(NiftError):
+    """An input file is missing, malformed or unusable."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Registry lookups answer an unknown name with the closest matches and the full list (lm-eval style)."""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"{hint} Choices: {', '.join(choices)}."
+
+
+def missing_package(package: str, extra: str | None = None, purpose: str = "") -> NiftError:
+    """The error for an optional dependency that is not installed (backends are imported lazily)."""
+    how = f"pip install 'nift[{extra}]'" if extra else f"pip install {package}"
+    what = f" for {purpose}" if purpose else ""
+    return NiftError(f"the optional package '{package}' is needed{what} but is not installed: {how}")
