@@ -107,7 +107,7 @@ def test_sampling_seeded_nested_and_uniform(tmp_path):
     docs = [(f"doc {i} alpha beta gamma delta epsilon zeta", Location("lines", "x", i)) for i in range(40)]
     hits = Counter()
     for s in range(1000):
-        for _, _, loc, _ in sample(docs, 10, s, 2, True, Counter()):
+        for _, _, loc, _, _ in sample(docs, 10, s, 2, True, Counter()):
             hits[loc.line] += 1
     assert chisquare([hits[i] for i in range(40)]).pvalue > 0.001
 

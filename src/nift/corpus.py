@@ -15,16 +15,16 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nift.errors import InputError
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".txt": "txt"}
 
 
-@dataclass(frozen=True)
-class Location:
-    """Where a document came from; `label()` is what the output's `source` field shows."""
+class Location(NamedTuple):
+    """Where a document came from; `label()` is what the output's `source` field shows.
+    (A NamedTuple, not a dataclass: one is made per document, and this is on the hot path.)"""
 
     kind: str  # jsonl | parquet | txt | lines | hf
     path: str
@@ -232,30 +232,43 @@ def _iter_hf(spec: str, text_field: str, stats: ReadStats) -> Iterator[tuple[str
         yield ex[text_field], Location("hf", f"hf:{spec}", i)
 
 
-def read_at(locs: list[Location], text_field: str) -> dict[Location, str]:
-    """Read back the documents at seekable locations (second, random-access step of sampling)."""
-    out: dict[Location, str] = {}
-    by_file: dict[str, list[Location]] = {}
-    for loc in locs:
-        by_file.setdefault(loc.path, []).append(loc)
-    for path, group in by_file.items():
-        kind = group[0].kind
-        if kind == "txt":
-            out[group[0]] = Path(path).read_bytes().decode("utf-8")
-        elif kind == "jsonl":
-            with open(path, "rb") as f:
-                for loc in sorted(group, key=lambda x: x.offset):
-                    f.seek(loc.offset)
-                    out[loc] = _jsonl_text(f.readline(), loc.label(), text_field)
-        elif kind == "parquet":
+class Reader:
+    """Reads documents back at seekable locations, one at a time, in any order (memory: one document).
+
+    JSONL lines are read by seeking to their byte offset; Parquet columns are loaded per file on first use
+    (Parquet has no cheap row seek; the loaded column holds only the chosen rows)."""
+
+    def __init__(self, locs: list[Location], text_field: str):
+        self.text_field = text_field
+        self._files: dict[str, Any] = {}
+        self._parquet: dict[Location, str] = {}
+        wanted: dict[str, dict[int, Location]] = {}
+        for loc in locs:
+            if loc.kind == "parquet":
+                wanted.setdefault(loc.path, {})[loc.line] = loc
+        for path, rows in wanted.items():
             import pyarrow.parquet as pq
 
-            wanted = {loc.line: loc for loc in group}
             row = 0
             for batch in pq.ParquetFile(path).iter_batches(columns=[text_field], batch_size=4096):
                 col = batch.column(0)
                 for i in range(len(col)):
-                    if row + i in wanted:
-                        out[wanted[row + i]] = col[i].as_py()
+                    if row + i in rows:
+                        self._parquet[rows[row + i]] = col[i].as_py()
                 row += len(col)
-    return out
+
+    def read(self, loc: Location) -> str:
+        if loc.kind == "txt":
+            return Path(loc.path).read_bytes().decode("utf-8")
+        if loc.kind == "parquet":
+            return self._parquet.pop(loc)
+        f = self._files.get(loc.path)
+        if f is None:
+            f = self._files[loc.path] = open(loc.path, "rb")  # noqa: SIM115 - closed in close()
+        f.seek(loc.offset)
+        return _jsonl_text(f.readline(), loc.label(), self.text_field)
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()

@@ -16,11 +16,11 @@ prompt + reference == text, byte for byte.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
-import math
+import json
 import random
-import re
 from collections import Counter
 from collections.abc import Iterable
 from fractions import Fraction
@@ -29,10 +29,9 @@ from typing import Any
 
 from nift.artifacts import StageContext, atomic_open, run_stage
 from nift.config import PrepareConfig
-from nift.corpus import Location, ReadStats, expand_inputs, iter_documents, read_at
+from nift.corpus import Location, Reader, ReadStats, expand_inputs, iter_documents
 from nift.errors import InputError
 
-_WORD = re.compile(r"\S+")
 OUTPUT = "data.jsonl"
 
 
@@ -44,24 +43,39 @@ def _derive(seed: int, h: str, purpose: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}:{h}".encode()).digest()[:8], "big")
 
 
+@functools.lru_cache(maxsize=64)
+def _frac(x: float) -> tuple[int, int]:
+    f = Fraction(str(x))
+    return f.numerator, f.denominator
+
+
 def cut_bounds(n_words: int, low: float = 0.25, high: float = 0.75) -> tuple[int, int]:
-    """[ceil(low W), floor(high W)], in exact arithmetic (0.25 * W in floats can land on the wrong side)."""
-    lo = math.ceil(Fraction(str(low)) * n_words)
-    hi = math.floor(Fraction(str(high)) * n_words)
+    """[ceil(low W), floor(high W)], in exact integer arithmetic (0.25 * W in floats can land on the wrong side)."""
+    (ln, ld), (hn, hd) = _frac(low), _frac(high)
+    lo = -(-n_words * ln // ld)
+    hi = n_words * hn // hd
     return max(lo, 1), min(hi, n_words - 1)  # both parts keep at least one word
 
 
 def cut(text: str, k: int) -> tuple[str, str]:
-    """Split after the k-th whitespace-separated word (1-based), keeping every byte."""
-    for i, m in enumerate(_WORD.finditer(text), start=1):
-        if i == k:
-            return text[: m.end()], text[m.end():]
-    raise ValueError(f"text has fewer than {k} words")
+    """Split after the k-th whitespace-separated word (1-based), keeping every byte.
+
+    str.split(None, k) leaves the remainder as a suffix of `text` (trailing whitespace kept), so the remainder's
+    start, minus the whitespace run before it, is the end of word k. Same whitespace definition as regex \\S+.
+    """
+    parts = text.split(None, k)
+    if len(parts) <= k:
+        raise ValueError(f"text has fewer than {k + 1} words")
+    end = len(text) - len(parts[k])
+    while text[end - 1].isspace():
+        end -= 1
+    return text[:end], text[end:]
 
 
-def draw_cut(text: str, seed: int, low: float = 0.25, high: float = 0.75, h: str | None = None) -> dict | None:
+def draw_cut(text: str, seed: int, low: float = 0.25, high: float = 0.75, h: str | None = None,
+             n_words: int | None = None) -> dict | None:
     """The paper's cut for one document, reproducible from (seed, content). None if too short to cut."""
-    n_words = sum(1 for _ in _WORD.finditer(text))
+    n_words = len(text.split()) if n_words is None else n_words
     lo, hi = cut_bounds(n_words, low, high)
     if lo > hi:
         return None
@@ -74,20 +88,27 @@ def draw_cut(text: str, seed: int, low: float = 0.25, high: float = 0.75, h: str
 def sample(
     docs: Iterable[tuple[str, Location]], n: int | None, seed: int, min_words: int, dedup: bool,
     skipped: Counter, low: float = 0.25, high: float = 0.75,
-) -> list[tuple[int, str, Location, str | None]]:
-    """Bounded-memory uniform sample: the n smallest keys. Returns [(key, hash, location, text-or-None)]."""
-    heap: list[tuple[int, str, int, Location, str | None]] = []  # max-heap via negated key
+) -> list[tuple[int, str, Location, str | None, int]]:
+    """Bounded-memory uniform sample: the n smallest keys. Returns [(key, hash, location, text-or-None, words)]."""
+    heap: list[tuple[int, str, int, Location, str | None, int | None]] = []  # max-heap via negated key
     members: set[str] = set()
     counter = 0
+    # A document with more than `enough` words is always cuttable; checking that with maxsplit stops early,
+    # so the full word count (the hot spot on long documents) is only paid for short ones and the chosen ones.
+    ln, ld = _frac(low)
+    hn, hd = _frac(high)
+    enough = max(min_words, -(-ld * hd // max(hn * ld - ln * hd, 1)) + 2)
     for text, loc in docs:
-        if not text.strip():
+        if not text or text.isspace():
             skipped["empty"] += 1
             continue
-        n_words = sum(1 for _ in _WORD.finditer(text))
-        lo, hi = cut_bounds(n_words, low, high)
-        if n_words < min_words or lo > hi:
-            skipped["too_short"] += 1
-            continue
+        n_words = None
+        if len(text.split(None, enough)) <= enough:
+            n_words = len(text.split())  # same whitespace definition as \S+
+            lo, hi = cut_bounds(n_words, low, high)
+            if n_words < min_words or lo > hi:
+                skipped["too_short"] += 1
+                continue
         h = doc_hash(text)
         key = _derive(seed, h, "sample")
         if not dedup:
@@ -97,7 +118,7 @@ def sample(
             continue
         keep_text = None if loc.seekable else text
         counter += 1
-        item = (-key, h, counter, loc, keep_text)
+        item = (-key, h, counter, loc, keep_text, n_words)
         if n is None or len(heap) < n:
             heapq.heappush(heap, item)
             members.add(h)
@@ -105,7 +126,7 @@ def sample(
             dropped = heapq.heapreplace(heap, item)
             members.discard(dropped[1])
             members.add(h)
-    return sorted(((-k, h, loc, t) for k, h, _, loc, t in heap), key=lambda x: x[0])
+    return sorted(((-k, h, loc, t, w) for k, h, _, loc, t, w in heap), key=lambda x: x[0])
 
 
 def run(cfg: PrepareConfig, run_dir: str | Path, force: bool = False, log=print):
@@ -127,15 +148,12 @@ def run(cfg: PrepareConfig, run_dir: str | Path, force: bool = False, log=print)
         if not chosen:
             raise InputError(f"no usable document in {', '.join(cfg.input)} "
                              f"(rows read: {stats.rows}, skipped: {dict(stats.skipped + skipped)})")
-        with ctx.timed("read_back_s"):
-            texts = read_at([loc for _, _, loc, t in chosen if t is None], cfg.text_field)
+        reader = Reader([loc for _, _, loc, t, _ in chosen if t is None], cfg.text_field)
         lengths_w, lengths_p = [], []
-        with atomic_open(ctx.path(OUTPUT)) as f:
-            import json
-
-            for _, h, loc, text in chosen:
-                text = text if text is not None else texts[loc]
-                c = draw_cut(text, cfg.seed, cfg.cut_low, cfg.cut_high, h=h)
+        with ctx.timed("cut_and_write_s"), atomic_open(ctx.path(OUTPUT)) as f:
+            for _, h, loc, text, n_words in chosen:
+                text = text if text is not None else reader.read(loc)
+                c = draw_cut(text, cfg.seed, cfg.cut_low, cfg.cut_high, h=h, n_words=n_words)
                 assert c is not None and c["prompt"] + c["reference"] == text
                 row_id = h[:16] if cfg.dedup else hashlib.sha256((h + loc.label()).encode()).hexdigest()[:16]
                 row = {"id": row_id, "doc_hash": h, "prompt": c["prompt"], "reference": c["reference"],
@@ -143,6 +161,7 @@ def run(cfg: PrepareConfig, run_dir: str | Path, force: bool = False, log=print)
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 lengths_w.append(c["n_words"])
                 lengths_p.append(c["cut_word"])
+        reader.close()
         all_skipped = dict(stats.skipped + skipped)
         ctx.stats.update({
             "files": stats.files, "bytes_read": stats.bytes, "rows_read": stats.rows,
