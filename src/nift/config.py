@@ -369,6 +369,14 @@ def validate(
         raise ConfigError(_describe_errors(e, model, source, lines or {}, cli_names)) from None
 
 
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`; nested mappings merge (`--teacher.rpm` keeps the YAML's teacher.model)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
@@ -392,7 +400,7 @@ def load_config(
             section = {}
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: {stage}: must be a mapping of settings")
-        data[stage] = {**section, **vals}
+        data[stage] = _deep_merge(section, vals)
     data.update(top_overrides or {})
     return validate(data, source, lines, cli_names)
 
