@@ -460,6 +460,17 @@ def _run_coro(coro: Any) -> Any:
         return ex.submit(asyncio.run, coro).result()
 
 
+def _backend_for(cfg: BackendConfig, backend: Backend | None, log: Callable) -> Backend:
+    """A new backend for cfg, or a loaded one reused with cfg's generation settings."""
+    if backend is None:
+        return make_backend(cfg, log=log)
+    if (backend.cfg.backend, backend.cfg.model) != (cfg.backend, cfg.model):
+        raise ConfigError(f"the backend passed in serves {backend.cfg.backend}:{backend.cfg.model}, "
+                          f"not {cfg.backend}:{cfg.model}")
+    backend.cfg = cfg
+    return backend
+
+
 def run_requests(
     cfg: BackendConfig,
     requests: Iterable[Request],
@@ -480,7 +491,7 @@ def run_requests(
     arrived. `backend` may be passed to reuse a loaded one (e.g. an hf model)."""
     t0 = time.perf_counter()
     reqs = list(requests)
-    backend = backend or make_backend(cfg, log=log)
+    backend = _backend_for(cfg, backend, log)
     price = price_for(cfg)
     _check_price(cfg, price, budget_usd, log)
     summary = RunSummary(total=len(reqs), price=price.model_dump() if price else None)
@@ -525,7 +536,7 @@ def estimate_requests(
     """A dry run: how many requests are not stored yet, their prompt tokens (exact for hf/vllm, else estimated)
     and the most they can cost (every completion at max_tokens). Nothing is sent."""
     reqs = list(requests)
-    backend = backend or make_backend(cfg, log=log)
+    backend = _backend_for(cfg, backend, log)
     price = price_for(cfg)
     summary = RunSummary(total=len(reqs))
     _, items = _prepare(backend, cfg, reqs, summary)
