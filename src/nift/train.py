@@ -367,6 +367,11 @@ def _trainer_class() -> type:
     return CompletionTrainer
 
 
+def _callbacks(log_path: Path) -> list[Any]:
+    """The callbacks every run gets (a seam for benchmarks that time steps)."""
+    return [_log_callback(log_path)]
+
+
 def _log_callback(path: Path) -> Any:
     from transformers import TrainerCallback
 
@@ -483,7 +488,7 @@ def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Pat
     log_path = stage_dir / LOG
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=train_feats, eval_dataset=eval_feats or None, data_collator=collator,
-        processing_class=tok, callbacks=[_log_callback(log_path)],
+        processing_class=tok, callbacks=_callbacks(log_path),
     )
     if not cfg.progress:
         trainer.remove_callback(PrinterCallback)
