@@ -27,6 +27,7 @@ from nift.errors import NiftError
 STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("nift.prepare:run", "sample documents from a corpus and cut each into prompt + reference"),
     "distill": ("nift.distill:run", "a teacher continues every prompt (resumable, cached, cost-accounted)"),
+    "train": ("nift.train:run", "fine-tune a student (LoRA by default) on prompt -> continuation pairs"),
 }
 
 _NONE_WORDS = {"none", "null"}
@@ -160,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("names", nargs="+", metavar="NAME", help="demo model names (see `nift models list`)")
     mp.set_defaults(handler=_models_pull)
     m.set_defaults(handler=lambda a: m.print_help() or 0)
+
+    a = sub.add_parser("accelerate-config", help="print the path of a shipped accelerate config for `nift train`",
+                       description="accelerate configs for multi-GPU training, shipped inside nift. Use as: "
+                       "accelerate launch --config_file \"$(nift accelerate-config ddp)\" --num_processes 8 "
+                       "-m nift.cli train ...")
+    a.add_argument("name", choices=["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"],
+                   help="ddp (one model copy per GPU), fsdp (FSDP2 sharding), deepspeed_zero2 or deepspeed_zero3")
+    a.set_defaults(handler=_accelerate_config)
     return parser
 
 
@@ -192,6 +201,13 @@ def _models_pull(args: argparse.Namespace) -> int:
 
     for name in args.names:
         pull(name)
+    return 0
+
+
+def _accelerate_config(args: argparse.Namespace) -> int:
+    from nift.train import accelerate_config
+
+    print(accelerate_config(args.name))
     return 0
 
 

@@ -1,0 +1,270 @@
+"""Benchmark `nift train` against a plain TRL SFTTrainer set up the naive way, side by side.
+
+Run as: python bench/train.py [--examples 64] [--threads 1] [--arms trl nift nift-padded]
+
+Same student (SmolLM2-135M on CPU), same real continuations, same hyperparameters (LoRA r 8 / alpha 16 / dropout 0
+on all linear layers, per-device batch 8 x grad-accum 4, lr 5e-5 cosine, max length 1024, bf16 autocast, gradient
+checkpointing, seed 42), each arm in a fresh process, one after the other:
+
+- trl: `SFTTrainer` on a prompt/completion dataset with its defaults: pad to the longest example of each batch, no
+  packing, no padding-free; the model loaded the plain way (`from_pretrained(path)`, fp32 weights).
+- nift: `nift train` with its defaults (frozen base stored in bf16, padding-free packing without cross-example
+  attention, the output head only at completion positions).
+- nift-padded: `nift train --no-packing`, to show what packing alone is worth.
+
+Data: no distill output exists on this machine, so the pairs are real OpenWebText documents from
+../shared/data/corpus, cut by `nift prepare` (the paper's 25-75% cut): prompt = the last <= 200 words of the prompt,
+continuation = the first <= 100 words of the document's own remainder (standing in for a teacher's continuation).
+Nothing is truncated at 1024 tokens, so every arm trains on exactly the same tokens.
+
+Measured per arm: steady-state throughput in real (unpadded) tokens per second, from the end of the first
+micro-batch to the end of the last (the first one is warm-up); peak resident memory while training (sampled every
+20 ms) and its growth over the resident memory at the start of training. FLOP utilisation uses 4N FLOPs per
+trained token (LoRA: forward 2N, backward through activations 2N, no weight gradients for the frozen base; N = all
+parameters, the tied output head included), against (a) the CPU's theoretical bf16 peak, AMX: 1024 FLOP/cycle/core
+x the nominal clock from /proc/cpuinfo x threads, and (b) a measured large bf16 matmul with the same threads.
+Gradient checkpointing recomputes the forward pass (2N more), which the 4N convention does not count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("NIFT_SHARED", ROOT.parent / "shared"))
+MODEL = "smollm2-135m-instruct"
+HYPER = {"per_device_batch_size": 8, "grad_accum": 4, "lr": 5e-5, "max_length": 1024, "lora_r": 8,
+         "lora_alpha": 16, "lora_dropout": 0.0, "seed": 42}
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def make_pairs(n: int, out: Path) -> Path:
+    """n real prompt/continuation pairs: `nift prepare` on OpenWebText, then word limits (see the docstring)."""
+    from nift.artifacts import read_jsonl
+    from nift.config import PrepareConfig
+    from nift.prepare import run as prepare
+
+    corpus = SHARED / "data" / "corpus" / "openwebtext_800.jsonl"
+    prepare(PrepareConfig(input=[str(corpus)], n_docs=n, progress=False), out, log=lambda *_: None)
+    rows = []
+    for r in read_jsonl(out / "prepare" / "data.jsonl"):
+        prompt = " ".join(r["prompt"].split()[-200:])
+        completion = " " + " ".join(r["reference"].split()[:100])
+        rows.append({"id": r["id"], "prompt": prompt, "completion": completion})
+    path = out / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------------------- measurement
+
+
+def _probes():
+    """A step timer (time and real tokens seen at the end of every micro-batch) and a resident-memory sampler."""
+    import psutil
+    from transformers import TrainerCallback
+
+    proc = psutil.Process()
+
+    class Probe(TrainerCallback):
+        def __init__(self):
+            self.marks: list[tuple[float, int]] = []
+            self.rss_start = 0
+            self.rss_peak = 0
+            self._stop = threading.Event()
+
+        def _sample(self):
+            while not self._stop.is_set():
+                self.rss_peak = max(self.rss_peak, proc.memory_info().rss)
+                time.sleep(0.02)
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.rss_start = self.rss_peak = proc.memory_info().rss
+            threading.Thread(target=self._sample, daemon=True).start()
+
+        def on_substep_end(self, args, state, control, **kw):
+            self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
+
+        def on_step_end(self, args, state, control, **kw):
+            self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
+
+        def on_train_end(self, args, state, control, **kw):
+            self._stop.set()
+
+        def result(self) -> dict:
+            (t0, n0), (t1, n1) = self.marks[0], self.marks[-1]
+            return {"tokens": n1 - n0, "seconds": t1 - t0, "tokens_per_s": (n1 - n0) / (t1 - t0),
+                    "micro_batches_timed": len(self.marks) - 1, "rss_start_mb": self.rss_start / 2**20,
+                    "rss_peak_mb": self.rss_peak / 2**20, "rss_growth_mb": (self.rss_peak - self.rss_start) / 2**20}
+
+    return Probe()
+
+
+def child_nift(data: Path, out: Path, steps: int, packing: bool) -> dict:
+    import nift.train
+    from nift.config import TrainConfig
+
+    probe = _probes()
+    base = nift.train._callbacks
+    nift.train._callbacks = lambda log_path: [*base(log_path), probe]
+    cfg = TrainConfig(model=MODEL, data=str(data), max_steps=steps, packing=packing, precision="bf16",
+                      gradient_checkpointing=True, eval_fraction=0.0, logging_steps=1, save_steps=10_000,
+                      progress=False, **HYPER)
+    res = nift.train.run(cfg, out, force=True, log=lambda *_: None)
+    return {**probe.result(), "final_loss": res.manifest["stats"]["final_logged_loss"]}
+
+
+def child_trl(data: Path, out: Path, steps: int) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from nift.models import resolve
+
+    path = resolve(MODEL).path
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    rows = [json.loads(x) for x in data.read_text().splitlines()]
+    ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    probe = _probes()
+    args = SFTConfig(
+        output_dir=str(out), per_device_train_batch_size=HYPER["per_device_batch_size"],
+        gradient_accumulation_steps=HYPER["grad_accum"], learning_rate=HYPER["lr"], lr_scheduler_type="cosine",
+        max_steps=steps, max_length=HYPER["max_length"], packing=False, padding_free=False, bf16=True,
+        gradient_checkpointing=True, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+        seed=HYPER["seed"], include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+    )
+    lora = LoraConfig(r=HYPER["lora_r"], lora_alpha=HYPER["lora_alpha"], lora_dropout=HYPER["lora_dropout"],
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora,
+                         callbacks=[probe])
+    trainer.train()
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    return {**probe.result(), "final_loss": losses[-1] if losses else None}
+
+
+# ----------------------------------------------------------------------------------------------- peaks
+
+
+def cpu_peak(threads: int) -> dict:
+    """Theoretical bf16 peak from the ISA and the nominal clock, and a measured large bf16 matmul."""
+    import torch
+
+    info = Path("/proc/cpuinfo").read_text()
+    ghz = None
+    if m := re.search(r"model name\s*:.*@\s*([\d.]+)GHz", info):
+        ghz = float(m.group(1))
+    elif m := re.search(r"bogomips\s*:\s*([\d.]+)", info):
+        ghz = float(m.group(1)) / 2000  # BogoMIPS is twice the clock in MHz on x86
+    amx = "amx_bf16" in info
+    per_cycle = 1024 if amx else (128 if "avx512_bf16" in info else 64)
+    torch.set_num_threads(threads)
+    a = torch.randn(2048, 2048, dtype=torch.bfloat16)
+    b = torch.randn(2048, 2048, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    n = 10
+    for _ in range(n):
+        a @ b
+    measured = 2 * 2048**3 * n / (time.perf_counter() - t)
+    return {"clock_ghz": ghz, "isa": "AMX-BF16" if amx else "AVX-512", "flop_per_cycle_per_core": per_cycle,
+            "theoretical_flops": per_cycle * (ghz or 0) * 1e9 * threads, "measured_matmul_flops": measured}
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--examples", type=int, default=64, help="training examples (8 micro-batches of 8 = 2 steps)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads per arm (1: steadier on a shared machine; both arms get the same)")
+    ap.add_argument("--arms", nargs="+", default=["trl", "nift", "nift-padded"])
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    steps = a.examples // (HYPER["per_device_batch_size"] * HYPER["grad_accum"])
+    if a.child:
+        import torch
+
+        torch.set_num_threads(a.threads)
+        fn = {"trl": lambda: child_trl(Path(a.data), Path(a.out), steps),
+              "nift": lambda: child_nift(Path(a.data), Path(a.out), steps, True),
+              "nift-padded": lambda: child_nift(Path(a.data), Path(a.out), steps, False)}[a.child]
+        print("RESULT " + json.dumps(fn()))
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="nift-bench-train-"))
+    data = make_pairs(a.examples, tmp)
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    results = {}
+    for arm in a.arms:
+        print(f"running {arm} ...", flush=True)
+        p = subprocess.run([sys.executable, __file__, "--child", arm, "--data", str(data), "--out",
+                            str(tmp / arm), "--threads", str(a.threads)], env=env, capture_output=True, text=True)
+        line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+        if p.returncode or not line:
+            sys.exit(f"{arm} failed:\n{p.stderr[-3000:]}")
+        results[arm] = json.loads(line[-1][7:])
+
+    import torch
+
+    from nift.models import resolve
+
+    n_params = _param_count(resolve(MODEL).path)
+    peak = cpu_peak(a.threads)
+    print(f"\nSmolLM2-135M (N = {n_params / 1e6:.1f}M parameters), {a.examples} real OpenWebText pairs, "
+          f"{a.threads} thread(s), torch {torch.__version__}")
+    print(f"CPU bf16 peak: {peak['isa']} {peak['flop_per_cycle_per_core']} FLOP/cycle/core x {peak['clock_ghz']} GHz "
+          f"x {a.threads} = {peak['theoretical_flops'] / 1e12:.2f} TFLOP/s theoretical; "
+          f"measured 2048^3 bf16 matmul {peak['measured_matmul_flops'] / 1e12:.3f} TFLOP/s\n")
+    print(f"{'arm':12} {'tokens/s':>9} {'vs trl':>7} {'peak RSS MB':>12} {'RSS growth MB':>14} "
+          f"{'MFU theor.':>10} {'MFU matmul':>10} {'final loss':>10}")
+    base = results.get("trl")
+    for arm, r in results.items():
+        flops = 4 * n_params * r["tokens_per_s"]
+        r["mfu_theoretical"] = flops / peak["theoretical_flops"] if peak["theoretical_flops"] else None
+        r["mfu_measured_matmul"] = flops / peak["measured_matmul_flops"]
+        ratio = r["tokens_per_s"] / base["tokens_per_s"] if base else float("nan")
+        r["speedup_vs_trl"] = ratio
+        print(f"{arm:12} {r['tokens_per_s']:9.1f} {ratio:6.2f}x {r['rss_peak_mb']:12.0f} {r['rss_growth_mb']:14.0f} "
+              f"{(r['mfu_theoretical'] or 0) * 100:9.2f}% {r['mfu_measured_matmul'] * 100:9.2f}% "
+              f"{r['final_loss'] or float('nan'):10.4f}")
+    out = ROOT / "bench" / "results" / "train.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"examples": a.examples, "threads": a.threads, "hyperparameters": HYPER,
+                               "n_params": n_params, "cpu": peak, "results": results}, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
+def _param_count(path: str) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(Path(path) / "model.safetensors"), "pt") as f:
+        return sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 - no __iter__
+
+
+def _prod(shape) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
+
+
+if __name__ == "__main__":
+    main()
