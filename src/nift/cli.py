@@ -24,6 +24,8 @@ from nift.errors import NiftError
 # name -> ("module:function", one-line summary). A stage appears here only once it is built.
 STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("nift.prepare:run", "sample documents from a corpus and cut each into prompt + reference"),
+    "audit": ("nift.audit:run", "flag instructional/conversational content, teacher failures and benchmark "
+              "contamination; write the filtered training set"),
 }
 
 _NONE_WORDS = {"none", "null"}
