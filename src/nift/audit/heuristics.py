@@ -13,7 +13,7 @@ to a row; it streams (no state between rows).
 - `truncated`: the backend stopped at max tokens (finish_reason `length`, or `max_tokens`).
 - `empty`: no letter or digit at all.
 - `language`: the completion is, with confidence, in another language than the corpus (py3langid: langid.py's
-  97-language model, numpy only, about 1,500 documents/s here).
+  97-language model, numpy only; the first 256 characters, about 2,000 completions/s on one core here).
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ import re
 from typing import Any
 
 _WORD = re.compile(r"\w+")
-_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
+
+
+def _straight_quotes(s: str) -> str:
+    # str.replace is several times faster than str.translate with a mapping
+    return s.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
+
 
 # Openings of a chat assistant answering instead of continuing. Anchored at the start (after quotes/markup).
 DEFAULT_PREAMBLES = (
@@ -69,7 +74,7 @@ def truncated(finish_reason: str | None) -> dict[str, Any] | None:
 
 
 def _norm_words(text: str) -> list[str]:
-    return _WORD.findall(text.translate(_QUOTES).lower())
+    return _WORD.findall(text.lower())  # quotes are not word characters: curly or straight, same words
 
 
 def echo(prompt: str | None, completion: str, n: int = 8) -> dict[str, Any] | None:
@@ -96,7 +101,7 @@ def echo(prompt: str | None, completion: str, n: int = 8) -> dict[str, Any] | No
 class LanguageDetector:
     """py3langid, loaded once on first use (1 s); restricted to nothing, so any of its 97 languages can be seen."""
 
-    def __init__(self, sample_chars: int = 400):
+    def __init__(self, sample_chars: int = 256):
         self.sample_chars = sample_chars
         self._ident = None
 
@@ -132,8 +137,8 @@ class Heuristics:
     def __init__(self, preambles: list[str] | None = None, refusals: list[str] | None = None, echo_words: int = 8,
                  language: str | None = None, language_min_confidence: float = 0.9, language_min_chars: int = 40,
                  detector: LanguageDetector | None = None):
-        self.preamble_res = [_compile(p, "preamble_patterns", anchored=True) for p in preambles or DEFAULT_PREAMBLES]
-        self.refusal_res = [_compile(p, "refusal_patterns") for p in refusals or DEFAULT_REFUSALS]
+        self.preamble_re = _compile_all(preambles or DEFAULT_PREAMBLES, "preamble_patterns", anchored=True)
+        self.refusal_re = _compile_all(refusals or DEFAULT_REFUSALS, "refusal_patterns")
         self.echo_words = echo_words
         self.language = language
         self.language_min_confidence = language_min_confidence
@@ -141,21 +146,15 @@ class Heuristics:
         self.detector = detector or LanguageDetector()
 
     def preamble(self, completion: str) -> dict[str, Any] | None:
-        head = completion[:200].translate(_QUOTES)
-        for rx in self.preamble_res:
-            m = rx.search(head)
-            # an assistant opens with a capital ("Sure, ..."); "sure enough" mid-sentence is a continuation
-            if m and next((c for c in m.group(0) if c.isalpha()), "a").isupper():
-                return {"match": m.group(0).strip()}
+        m = self.preamble_re.search(_straight_quotes(completion[:200]))
+        # an assistant opens with a capital ("Sure, ..."); "sure enough" mid-sentence is a continuation
+        if m and next((c for c in m.group(0) if c.isalpha()), "a").isupper():
+            return {"match": m.group(0).strip()}
         return None
 
     def refusal(self, completion: str) -> dict[str, Any] | None:
-        head = completion[:300].translate(_QUOTES)
-        for rx in self.refusal_res:
-            m = rx.search(head)
-            if m:
-                return {"match": m.group(0).strip()}
-        return None
+        m = self.refusal_re.search(_straight_quotes(completion[:300]))
+        return {"match": m.group(0).strip()} if m else None
 
     def other_language(self, completion: str) -> dict[str, Any] | None:
         if not self.language or len(completion.strip()) < self.language_min_chars:
@@ -179,10 +178,14 @@ class Heuristics:
         return {k: v for k, v in found.items() if v is not None}
 
 
-def _compile(pattern: str, field: str, anchored: bool = False) -> re.Pattern[str]:
+def _compile_all(patterns: list[str] | tuple[str, ...], field: str, anchored: bool = False) -> re.Pattern[str]:
+    """One alternation (one scan per row instead of one per pattern); each pattern checked alone for the error."""
     from nift.errors import ConfigError
 
-    try:
-        return re.compile((_LEAD + "(?:" + pattern + ")") if anchored else pattern, re.IGNORECASE)
-    except re.error as e:
-        raise ConfigError(f"{field}: {pattern!r} is not a valid regular expression: {e}") from None
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise ConfigError(f"{field}: {p!r} is not a valid regular expression: {e}") from None
+    body = "|".join(f"(?:{p})" for p in patterns)
+    return re.compile(_LEAD + "(?:" + body + ")" if anchored else body, re.IGNORECASE)

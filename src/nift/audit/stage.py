@@ -38,7 +38,7 @@ OUTPUT = "data.jsonl"
 FLAGS = "flags.jsonl"
 JUDGE = "judge.jsonl"
 SUMMARY = "summary.md"
-CACHE = "judge_cache"  # the engine's request cache: survives config changes, never hashed
+CACHE = "judge_cache"  # folder of the engine's SQLite request store: survives config changes, never hashed
 SCRATCH = "_pass1.jsonl"
 BATCH = 256
 LANGUAGE_SAMPLE = 200
@@ -120,7 +120,7 @@ def run(cfg: AuditConfig, run_dir: str | Path, force: bool = False, log: Callabl
     stage_dir = run_dir / "audit"
     datasets, upstream = resolve_datasets(cfg, run_dir, log)
     bench_prompts, bench_info = load_benchmarks(cfg.benchmarks, cfg.benchmark_dir, log) if cfg.benchmarks else ([], {})
-    judge = _make_judge(cfg, stage_dir)
+    judge = _make_judge(cfg, stage_dir, log)
     fingerprint = _fingerprint(datasets, bench_info)
     old = read_manifest(stage_dir)
     if old and old.get("stats", {}).get("input_fingerprint") != fingerprint:
@@ -139,13 +139,13 @@ def run(cfg: AuditConfig, run_dir: str | Path, force: bool = False, log: Callabl
     return result
 
 
-def _make_judge(cfg: AuditConfig, stage_dir: Path):
+def _make_judge(cfg: AuditConfig, stage_dir: Path, log: Callable[[str], None]):
     spec = getattr(cfg, "judge", None)
     if spec is None or not cfg.judge_prompts:
         return None
     from nift.audit.judging import Judge
 
-    return Judge(cfg, stage_dir / CACHE)
+    return Judge(cfg, stage_dir / CACHE, log)
 
 
 def _progress(total: int | None, desc: str, enabled: bool):
@@ -165,6 +165,75 @@ def _batches(rows: Iterator[AuditRow], n: int) -> Iterator[list[AuditRow]]:
             batch = []
     if batch:
         yield batch
+
+
+# ------------------------------------------------------------------------------------------ pass 1 workers
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(heur: Heuristics, index: NgramIndex | None) -> None:
+    _WORKER["heur"], _WORKER["index"] = heur, index
+
+
+def flag_batch(items: list[tuple[str | None, str, str | None, str | None]]) -> list[dict[str, Any]]:
+    """Heuristics and decontamination for (prompt, completion, reference, finish_reason) tuples."""
+    heur: Heuristics = _WORKER["heur"]
+    index: NgramIndex | None = _WORKER["index"]
+    hits = index.scan([(p, c) for p, c, _, _ in items]) if index is not None else {}
+    out = []
+    for i, (p, c, ref, fr) in enumerate(items):
+        found: dict[str, Any] = heur.check(p, c, ref, fr)
+        if i in hits:
+            found["contaminated"] = [h.as_dict() for h in hits[i]]
+        out.append(found)
+    return out
+
+
+class Flagger:
+    """Runs `flag_batch` in order over a stream of batches: in this process, or in forked workers with a bounded
+    number of batches in flight (memory stays bounded; results come back in input order)."""
+
+    def __init__(self, heur: Heuristics, index: NgramIndex | None, workers: int):
+        self.workers = workers if workers > 0 else min(os.cpu_count() or 1, 8)
+        if heur.language:
+            heur.detector.detect("warm up")  # load the model once, before forking: workers inherit it
+        _init_worker(heur, index)
+        self.heur, self.index, self.pool = heur, index, None
+
+    def __enter__(self) -> Flagger:
+        if self.workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
+                                            initializer=_init_worker, initargs=(self.heur, self.index))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    @staticmethod
+    def _items(batch: list[AuditRow]) -> list[tuple[str | None, str, str | None, str | None]]:
+        return [(r.prompt, r.completion, r.reference, r.finish_reason) for r in batch]
+
+    def map(self, batches: Iterator[list[AuditRow]]) -> Iterator[tuple[list[AuditRow], list[dict[str, Any]]]]:
+        if self.pool is None:
+            for batch in batches:
+                yield batch, flag_batch(self._items(batch))
+            return
+        from collections import deque
+
+        window: deque = deque()
+        for batch in batches:
+            window.append((batch, self.pool.submit(flag_batch, self._items(batch))))
+            if len(window) >= 2 * self.workers:
+                b, fut = window.popleft()
+                yield b, fut.result()
+        while window:
+            b, fut = window.popleft()
+            yield b, fut.result()
 
 
 def _audit(ctx: StageContext, cfg: AuditConfig, datasets: list[Dataset], bench_prompts, bench_info, judge,
@@ -189,19 +258,17 @@ def _audit(ctx: StageContext, cfg: AuditConfig, datasets: list[Dataset], bench_p
     skipped: Counter = Counter()
     samplers = [Sampler(cfg.judge_sample, cfg.seed) for _ in datasets]
 
-    # pass 1: heuristics + decontamination, streaming
-    with ctx.timed("flags_s"), atomic_open(ctx.path(SCRATCH)) as scratch:
+    # pass 1: heuristics + decontamination, streaming (in worker processes when there are cores for them)
+    flagger = Flagger(heur, index, cfg.workers)
+    with ctx.timed("flags_s"), flagger, atomic_open(ctx.path(SCRATCH)) as scratch:
         for d, tally, sampler in zip(datasets, tallies, samplers, strict=True):
             total = count_lines(d.path) if d.path.endswith((".jsonl", ".ndjson")) else None
             bar = _progress(total, f"audit {d.name}", cfg.progress)
-            for batch in _batches(iter_rows(d, cfg.text_field, cfg.on_bad_row, skipped), BATCH):
-                hits = index.scan([(r.prompt, r.completion) for r in batch]) if index else {}
-                for i, r in enumerate(batch):
-                    found = heur.check(r.prompt, r.completion, r.reference, r.finish_reason)
-                    if i in hits:
-                        found["contaminated"] = [h.as_dict() for h in hits[i]]
-                        for b in {h.benchmark for h in hits[i]}:
-                            tally.contaminated_by[b] += 1
+            batches = _batches(iter_rows(d, cfg.text_field, cfg.on_bad_row, skipped), BATCH)
+            for batch, found_all in flagger.map(batches):
+                for r, found in zip(batch, found_all, strict=True):
+                    for b in {h["benchmark"] for h in found.get("contaminated", ())}:
+                        tally.contaminated_by[b] += 1
                     tally.rows += 1
                     tally.flags.update(found.keys())
                     sampler.offer(r.id)
@@ -222,10 +289,8 @@ def _audit(ctx: StageContext, cfg: AuditConfig, datasets: list[Dataset], bench_p
                 chosen = sampler.chosen()
                 rows = (r for r in iter_rows(d, cfg.text_field, "skip", Counter())
                         if chosen is None or r.id in chosen)
-                n = tally.rows if chosen is None else len(chosen)
-                bar = _progress(n, f"judge {d.name}", cfg.progress)
                 for batch in _batches(rows, judge.chunk):
-                    for rec in judge.classify(batch, kinds):
+                    for rec in judge.classify(batch, kinds, desc=f"judge {d.name}"):
                         jf.write(json.dumps({"dataset": d.name, **rec}, ensure_ascii=False) + "\n")
                         kind = rec["prompt"]
                         labels[di].setdefault(rec["id"], {})[kind] = rec["label"]
@@ -234,10 +299,6 @@ def _audit(ctx: StageContext, cfg: AuditConfig, datasets: list[Dataset], bench_p
                         if rec["label"] is not None:
                             tally.parsed[kind] += 1
                             tally.yes[kind] += rec["label"]
-                    if bar is not None:
-                        bar.update(len(batch))
-                if bar is not None:
-                    bar.close()
         ctx.cost.update(judge.ledger())
 
     # pass 3: merge, drop policy, outputs
