@@ -17,6 +17,8 @@ import types
 import typing
 from typing import Any
 
+from pydantic import BaseModel
+
 from nift import __version__
 from nift.config import STAGE_CONFIGS, StageConfig, load_config
 from nift.errors import NiftError
@@ -60,8 +62,8 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type[StageConfig]) 
             kwargs["action"] = argparse.BooleanOptionalAction
         elif origin is list:
             kwargs.update(nargs="+", metavar="VALUE")
-        elif origin is dict or ann is dict:
-            kwargs.update(type=_json_arg(flag), metavar="JSON")
+        elif origin is dict or ann is dict or (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            kwargs.update(type=_json_arg(flag), metavar="JSON")  # a sub-model (e.g. a backend) as a JSON object
         elif origin is typing.Literal:
             kwargs.update(choices=list(typing.get_args(ann)))
         else:
