@@ -73,3 +73,45 @@ def audit_run(tmp_path_factory, owt_corpus: Path, shared_data: Path):
         if c and c[0].isupper() and not ref[0].isupper():
             expect.setdefault("uppercase_start", set()).add(p["id"])
     return run_dir, prep, rows, expect
+
+
+class RecordingProxy:
+    """A loopback HTTP proxy that records every request body it forwards: what the judge really sent."""
+
+    def __init__(self, upstream: str):
+        import threading
+        import urllib.error
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[dict] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                proxy.bodies.append({"path": self.path, **json.loads(body)})
+                req = urllib.request.Request(upstream + self.path, data=body, method="POST",
+                                             headers={"content-type": "application/json"})
+                try:
+                    with urllib.request.urlopen(req, timeout=300) as r:
+                        status, data = r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    status, data = e.code, e.read()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
