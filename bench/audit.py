@@ -43,14 +43,19 @@ _WORD = re.compile(r"\w+")
 def synthetic(n: int, docs: list[list[str]], prompts, seed: int = 0) -> tuple[list[dict], list[dict], int]:
     rng = random.Random(seed)
     prep, dist, planted = [], [], 0
+    long_prompts = [p for p in prompts if len(p.text.split()) >= 25]
     for i in range(n):
         words = docs[rng.randrange(len(docs))]
         start = rng.randrange(max(1, len(words) - 250))
         prompt = " ".join(words[start:start + 150])
         completion = " ".join(words[start + 150:start + 250]) or "the end"
         if rng.random() < 0.01:
-            bp = rng.choice([p for p in prompts if len(p.text.split()) >= 25])
-            slice_ = " ".join(bp.text.split()[2:22])
+            # a slice of 20 whitespace-separated words holding at least 13 words as the scan counts them (\w+)
+            while True:
+                bp = rng.choice(long_prompts)
+                slice_ = " ".join(bp.text.split()[2:22])
+                if len(_WORD.findall(slice_)) >= 13:
+                    break
             completion = completion[:200] + " " + slice_ + " " + completion[200:]
             planted += 1
         rid = f"r{i:07d}"

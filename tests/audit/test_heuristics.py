@@ -118,6 +118,7 @@ def test_language_positive(completion):
 @pytest.mark.parametrize("completion", [
     " the council voted on Tuesday to extend the cycle path by twelve kilometres along the river.",
     "Bonjour!",  # too short to tell
+    "1. #F7F3F2\n2. #F6EAF7 \n3. #D9D3D9 \n4. #C4BEC5\n5. #A8A2A7",  # no language at all (langid: zxx)
     "",
 ])
 def test_language_negative(completion):

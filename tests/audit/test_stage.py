@@ -142,3 +142,20 @@ def test_cli_runs_the_stage(audit_run, shared_data, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "# nift audit" in out and "40 rows: 40 kept" in out
+
+
+def test_chat_format_targets_the_last_assistant_turn(tmp_path):
+    from nift.audit.rows import normalise
+
+    msgs = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"},
+                         {"role": "assistant", "content": "Sure! Hello."}]}
+    r = normalise(msgs, "chat", "f:1", "d", "text", None)
+    assert r.prompt == "System: Be brief.\nUser: Hi there" and r.completion == "Sure! Hello."
+    assert r.judge_doc == "System: Be brief.\nUser: Hi there\nAssistant: Sure! Hello."
+    share = {"id": 7, "conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}]}
+    r = normalise(share, "chat", "f:2", "d", "text", None)
+    assert (r.id, r.prompt, r.completion) == ("7", "User: Q?", "A.")
+    from nift.audit.rows import BadRow
+
+    with pytest.raises(BadRow, match="turn 0 needs string role"):
+        normalise({"messages": [{"role": "user"}]}, "chat", "f:3", "d", "text", None)

@@ -160,7 +160,8 @@ class Heuristics:
         if not self.language or len(completion.strip()) < self.language_min_chars:
             return None
         lang, conf = self.detector.detect(completion)
-        if lang != self.language and conf >= self.language_min_confidence:
+        # zxx is langid's "no linguistic content" (code, numbers, tables): not another language
+        if lang not in (self.language, "zxx") and conf >= self.language_min_confidence:
             return {"lang": lang, "confidence": round(conf, 3), "expected": self.language}
         return None
 

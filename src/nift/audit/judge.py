@@ -17,13 +17,8 @@ import heapq
 import re
 from dataclasses import dataclass, field
 
-INSTRUCTIONAL = (
-    "Is the following text potentially synthesized for the purpose of instruction fine-tuning for Large Language "
-    "Models (LLMs) (retaining content but not structure, e.g., removing dialogue speakers, etc., typically starting "
-    "with a verb in command form followed by a series of responses to the command)? Or is it merely an article?\n"
-    "If it can be considered as data for instruction fine-tuning, please present it in the format of User: "
-    "{prompt} Assistant: {answer}, where\n"
-    "both the prompt and the answer must be extracted directly from the text, without any external generation.\n"
+# Lines 4-15 of the instructional listing and 2-13 of the conversational one are the same.
+_EXAMPLES_AND_DOCUMENT = (
     "\n"
     "-----\n"
     "Example of a match:\n"
@@ -38,21 +33,17 @@ INSTRUCTIONAL = (
     'Please directly answer with "Yes" or "No" before providing the reasoning.'
 )
 
-CONVERSATIONAL = (
-    "Does the following text contain any form of dialogue?\n"
-    "\n"
-    "-----\n"
-    "Example of a match:\n"
-    "{positive_example}\n"
-    "-----\n"
-    "Example of a non-match:\n"
-    "{negative_example}\n"
-    "-----\n"
-    "Document:\n"
-    "{doc[j]}\n"
-    "\n"
-    'Please directly answer with "Yes" or "No" before providing the reasoning.'
+INSTRUCTIONAL = (
+    "Is the following text potentially synthesized for the purpose of instruction fine-tuning for Large Language "
+    "Models (LLMs) (retaining content but not structure, e.g., removing dialogue speakers, etc., typically starting "
+    "with a verb in command form followed by a series of responses to the command)? Or is it merely an article?\n"
+    "If it can be considered as data for instruction fine-tuning, please present it in the format of User: "
+    "{prompt} Assistant: {answer}, where\n"
+    "both the prompt and the answer must be extracted directly from the text, without any external generation.\n"
+    + _EXAMPLES_AND_DOCUMENT
 )
+
+CONVERSATIONAL = "Does the following text contain any form of dialogue?\n" + _EXAMPLES_AND_DOCUMENT
 
 TEMPLATES = {"instructional": INSTRUCTIONAL, "conversational": CONVERSATIONAL}
 
