@@ -298,9 +298,9 @@ class AuditConfig(StageConfig):
     )
     # judge
     judge: BackendConfig | None = Field(
-        None, description="The judge model and how to call it, any distill backend (the paper: gpt-4o), e.g. "
-        '{"backend": "openai", "model": "gpt-4o"} or {"backend": "openai", "model": "M", "base_url": '
-        '"http://127.0.0.1:8000/v1"}; calls are cached by request hash and cost-accounted. null = no judge '
+        None, description="The judge model and how to call it, any distill backend (the paper: gpt-4o): e.g. "
+        "--judge.backend openai --judge.model gpt-4o, or a local server with --judge.base-url "
+        "http://127.0.0.1:8000/v1; calls are cached by request hash and cost-accounted. Unset = no judge "
         "(heuristics and decontamination only).",
     )
     judge_sample: int | None = Field(
@@ -514,6 +514,14 @@ def validate(
         raise ConfigError(_describe_errors(e, model, source, lines or {}, cli_names)) from None
 
 
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`; nested mappings merge (`--teacher.rpm` keeps the YAML's teacher.model)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
@@ -537,7 +545,7 @@ def load_config(
             section = {}
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: {stage}: must be a mapping of settings")
-        data[stage] = {**section, **vals}
+        data[stage] = _deep_merge(section, vals)
     data.update(top_overrides or {})
     return validate(data, source, lines, cli_names)
 

@@ -159,3 +159,15 @@ def test_chat_format_targets_the_last_assistant_turn(tmp_path):
 
     with pytest.raises(BadRow, match="turn 0 needs string role"):
         normalise({"messages": [{"role": "user"}]}, "chat", "f:3", "d", "text", None)
+
+
+def test_cli_builds_the_judge_from_dotted_flags():
+    from nift.cli import build_parser, collect_overrides
+    from nift.config import load_config
+
+    args = build_parser().parse_args(["audit", "--judge.backend", "openai", "--judge.model", "gpt-4o",
+                                      "--judge-sample", "null", "--drop", "none"])
+    vals, names = collect_overrides(args, AuditConfig)
+    cfg = load_config(None, overrides={"audit": vals}, cli_names=names).audit
+    assert (cfg.judge.backend, cfg.judge.model, cfg.judge_sample, cfg.drop) == ("openai", "gpt-4o", None, [])
+    assert load_config(None).audit.judge is None  # no judge unless asked for
