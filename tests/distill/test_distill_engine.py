@@ -68,14 +68,19 @@ def test_request_needs_exactly_one_form():
 
 def test_token_bucket_paces_requests():
     async def go():
-        lim = RateLimiter(rpm=120, tpm=None)  # 2/s, burst of 4
+        lim = RateLimiter(rpm=480, tpm=None)  # 8 requests/s, burst 4 (half a second)
         t0 = time.monotonic()
-        for _ in range(8):
+        for _ in range(12):
             await lim.acquire(1)
-        return time.monotonic() - t0
+        lim = RateLimiter(rpm=None, tpm=1200)  # 20 tokens/s, burst 10
+        t1 = time.monotonic()
+        for _ in range(4):
+            await lim.acquire(5)
+        return t1 - t0, time.monotonic() - t1
 
-    elapsed = asyncio.run(go())
-    assert 1.7 < elapsed < 3.0  # 4 at once, then one every 0.5 s
+    by_requests, by_tokens = asyncio.run(go())
+    assert 0.95 < by_requests < 1.5  # 4 at once, then one every 0.125 s
+    assert 0.45 < by_tokens < 0.9  # 2 at once (10 tokens), then one every 0.25 s
 
 
 def test_prices_table_overrides_and_unknown():

@@ -14,7 +14,6 @@ from typing import Any
 from nift.config import PAPER_SYSTEM_PROMPT
 from nift.distill.backends import BatchBackend
 from nift.distill.backends.anthropic_backend import import_anthropic, messages_params, parse_message
-from nift.distill.backends.http_errors import translate
 from nift.distill.types import RequestFailed, Result, RetryableError
 from nift.errors import NiftError
 
@@ -41,12 +40,6 @@ class AnthropicBatchBackend(BatchBackend):
         self._client = self._sdk.Anthropic(api_key=self.api_key("ANTHROPIC_API_KEY"), base_url=cfg.base_url,
                                            timeout=cfg.timeout_s, max_retries=3)
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:  # translated: retry later / fail / abort
-            raise translate(self._sdk, e, "anthropic-batch", self._key_env, self.cfg.model) from e
-
     def _request(self, key: str, payload: dict[str, Any]) -> dict[str, Any]:
         return {"custom_id": key, "params": messages_params(self.cfg.model, payload)}
 
@@ -67,6 +60,8 @@ class AnthropicBatchBackend(BatchBackend):
         candidates = []
         for b in self._call(self._client.messages.batches.list, limit=100):
             created = _ts(b.created_at)
+            if created < created_after - 3600:
+                break  # listed newest first: older batches cannot be ours
             if created < created_after - 5:
                 continue
             c = b.request_counts

@@ -32,6 +32,7 @@ class TokenizerBackend(LocalBackend):
         self._version = _model_version(Path(self._ref.path)) if self._ref else None
         self.tok.padding_side = "left"
         self._context: int | None = None
+        self._encoded: dict[int, list[int]] = {}
 
     def count_tokens(self, text: str) -> int:
         return len(self.tok(text, add_special_tokens=False)["input_ids"])
@@ -68,7 +69,13 @@ class TokenizerBackend(LocalBackend):
         return list(self.tok(payload["prompt"], add_special_tokens=True)["input_ids"])
 
     def sort_key(self, payload: dict[str, Any]) -> int:
-        return len(self.encode(payload))
+        # Kept until generate() takes it: each prompt is tokenized once per run.
+        ids = self._encoded.setdefault(id(payload), self.encode(payload))
+        return len(ids)
+
+    def encoded(self, payload: dict[str, Any]) -> list[int]:
+        ids = self._encoded.pop(id(payload), None)
+        return ids if ids is not None else self.encode(payload)
 
     def fit(self, ids: list[int], max_new: int) -> tuple[list[int], int]:
         """Left-truncate token ids to leave max_new tokens of context (a last resort: the engine truncates the
@@ -129,7 +136,7 @@ class HFBackend(TokenizerBackend):
         max_new = p0["max_tokens"]
         encoded, cut = [], []
         for p in payloads:
-            ids, n_cut = self.fit(self.encode(p), max_new)
+            ids, n_cut = self.fit(self.encoded(p), max_new)
             encoded.append(ids)
             cut.append(n_cut)
         width = max(len(x) for x in encoded)

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from nift.distill.backends import BatchBackend
-from nift.distill.backends.http_errors import translate
 from nift.distill.backends.openai_backend import chat_body, import_openai, parse_response
 from nift.distill.types import RequestFailed, Result, RetryableError
 from nift.errors import NiftError
@@ -30,13 +29,6 @@ class OpenAIBatchBackend(BatchBackend):
         self._key_env = cfg.api_key_env or "OPENAI_API_KEY"
         self._client = self._sdk.OpenAI(api_key=self.api_key("OPENAI_API_KEY"), base_url=cfg.base_url,
                                         timeout=cfg.timeout_s, max_retries=3)
-
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:  # translated: retry later / fail / abort
-            err = translate(self._sdk, e, "openai-batch", self._key_env, self.cfg.model)
-            raise err from e
 
     @staticmethod
     def _url(payload: dict[str, Any]) -> str:

@@ -67,7 +67,7 @@ class VLLMBackend(TokenizerBackend):
         )
         prompts, cut = [], []
         for p in payloads:
-            ids, n_cut = self.fit(self.encode(p), p0["max_tokens"])
+            ids, n_cut = self.fit(self.encoded(p), p0["max_tokens"])
             prompts.append({"prompt_token_ids": ids})
             cut.append(n_cut)
         t0 = time.perf_counter()
