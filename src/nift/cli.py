@@ -27,6 +27,8 @@ from nift.errors import NiftError
 STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("nift.prepare:run", "sample documents from a corpus and cut each into prompt + reference"),
     "distill": ("nift.distill:run", "a teacher continues every prompt (resumable, cached, cost-accounted)"),
+    "audit": ("nift.audit:run", "flag instructional/conversational content, teacher failures and benchmark "
+              "contamination; write the filtered training set"),
     "train": ("nift.train:run", "fine-tune a student (LoRA by default) on prompt -> continuation pairs"),
 }
 
@@ -64,7 +66,8 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type[StageConfig]) 
                                             f"(also settable under `{cls.stage}: {name}:` in --config)")
             for sub_name, sub_info in ann.model_fields.items():
                 _add_option(sub, f"--{name.replace('_', '-')}.{sub_name.replace('_', '-')}", f"cfg__{name}__{sub_name}",
-                            sub_info, getattr(parent_default, sub_name, None))
+                            sub_info, getattr(parent_default, sub_name, None) if parent_default is not None
+                            else sub_info.get_default(call_default_factory=True))  # optional model: its defaults
             continue
         _add_option(group, "--" + name.replace("_", "-"), f"cfg__{name}", info,
                     info.get_default(call_default_factory=True))
