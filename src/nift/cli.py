@@ -30,6 +30,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "audit": ("nift.audit:run", "flag instructional/conversational content, teacher failures and benchmark "
               "contamination; write the filtered training set"),
     "train": ("nift.train:run", "fine-tune a student (LoRA by default) on prompt -> continuation pairs"),
+    "report": ("nift.report:run", "one self-contained HTML page (and Markdown) about a run: config, data, audit, "
+               "cost, loss, before/after results with CIs, example answers, timings"),
 }
 
 _NONE_WORDS = {"none", "null"}
