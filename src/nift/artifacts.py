@@ -170,6 +170,30 @@ def _hash_files(stage_dir: Path, exclude: set[str]) -> tuple[dict[str, Any], dic
     return files, rows
 
 
+def stage_identity(
+    stage: str, config: StageConfig, inputs: dict[str, str | Path] | None = None,
+    fingerprints: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """What a stage's output depends on: its config hash, upstream manifests and fingerprints of outside inputs
+    (model folders, adapters given by path) that no upstream manifest covers."""
+    input_hashes = {name: manifest_hash(d) for name, d in (inputs or {}).items()}
+    input_hashes.update(fingerprints or {})
+    return {"stage": stage, "config_hash": config.config_hash(), "inputs": input_hashes}
+
+
+def up_to_date(stage_dir: str | Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The stage's manifest if it matches `identity` and every file it lists is still there, else None.
+
+    Stages with expensive pre-checks call this first so that an up-to-date re-run returns at once."""
+    stage_dir = Path(stage_dir)
+    old = read_manifest(stage_dir)
+    if old and all(old.get(k) == v for k, v in identity.items()) and all(
+        (stage_dir / rel).is_file() for rel in old.get("files", {})
+    ):
+        return old
+    return None
+
+
 def run_stage(
     stage: str,
     stage_dir: str | Path,
@@ -180,22 +204,23 @@ def run_stage(
     exclude_from_hash: Iterable[str] = (),
     force: bool = False,
     log: Callable[[str], None] = print,
+    fingerprints: dict[str, str] | None = None,
 ) -> StageResult:
     """Run `body` under the stage contract.
 
     inputs: upstream stage directories by name; their manifest hashes become part of the identity of this run.
     keep: files or folders in the stage dir that survive a config change (caches keyed by request hash).
     exclude_from_hash: files or folders not hashed into the manifest (caches, checkpoints).
+    fingerprints: name -> fingerprint of inputs outside the run dir (e.g. a model folder), also part of the identity.
     """
     stage_dir = Path(stage_dir)
-    input_hashes = {name: manifest_hash(d) for name, d in (inputs or {}).items()}
-    identity = {"stage": stage, "config_hash": config.config_hash(), "inputs": input_hashes}
+    identity = stage_identity(stage, config, inputs, fingerprints)
+    input_hashes = identity["inputs"]
 
     old = read_manifest(stage_dir)
-    up_to_date = old and not force and all(old.get(k) == v for k, v in identity.items())
-    if up_to_date and all((stage_dir / rel).is_file() for rel in old.get("files", {})):
+    if not force and (current := up_to_date(stage_dir, identity)) is not None:
         log(f"[{stage}] up to date, skipped ({stage_dir})")
-        return StageResult(old, True, stage_dir)
+        return StageResult(current, True, stage_dir)
 
     started = stage_dir / STARTED
     resumed = False

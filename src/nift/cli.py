@@ -24,6 +24,7 @@ from nift.errors import NiftError
 # name -> ("module:function", one-line summary). A stage appears here only once it is built.
 STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("nift.prepare:run", "sample documents from a corpus and cut each into prompt + reference"),
+    "merge": ("nift.merge:run", "merge a LoRA adapter into its base or an instruct sibling, or add a chat vector"),
 }
 
 _NONE_WORDS = {"none", "null"}
