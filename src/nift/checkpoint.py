@@ -219,24 +219,29 @@ class ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
         self._f.write(struct.pack("<Q", len(raw)) + raw)
-        self._next = 0
+        self._next = 0  # index of the tensor being written
+        self._partial = 0  # its bytes written so far
 
     def write(self, name: str, tensor: Any) -> None:
-        """Append the next tensor; it must come in the declared order with the declared dtype and shape."""
+        """Append the next tensor, or the next rows of it: tensors come in the declared order with the declared
+        dtype, and a tensor is complete once its declared number of bytes has been written."""
         import torch
 
         if self._next >= len(self.order) or self.order[self._next] != name:
             expected = self.order[self._next] if self._next < len(self.order) else "nothing"
             raise RuntimeError(f"{self.path.name}: got tensor {name}, expected {expected}")
         dtype, shape, n = self.specs[name]
-        if st_dtype(tensor.dtype) != dtype or tuple(tensor.shape) != shape:
-            raise RuntimeError(f"{self.path.name}: {name} is {tensor.dtype} {tuple(tensor.shape)}, "
-                               f"declared {dtype} {shape}")
+        if st_dtype(tensor.dtype) != dtype:
+            raise RuntimeError(f"{self.path.name}: {name} is {tensor.dtype}, declared {dtype}")
         data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-        if data.nbytes != n:
-            raise RuntimeError(f"{self.path.name}: {name} has {data.nbytes} bytes, declared {n}")
+        if self._partial + data.nbytes > n:
+            raise RuntimeError(f"{self.path.name}: {name} got {self._partial + data.nbytes} bytes, declared {n} "
+                               f"({dtype} {list(shape)})")
         self._f.write(memoryview(data))
-        self._next += 1
+        self._partial += data.nbytes
+        if self._partial == n:
+            self._next += 1
+            self._partial = 0
 
     def close(self) -> None:
         """Finish the file (all declared tensors must have been written)."""

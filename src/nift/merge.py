@@ -137,10 +137,13 @@ class LoraModule:
         out, inn = int(self.b.shape[0]), int(self.a.shape[1])
         return (inn, out) if (self.embedding or self.fan_in_fan_out) else (out, inn)
 
-    def delta(self) -> Any:
-        """B·A in float32, without the scaling, in the layout of the module's weight."""
-        d = self.b.float() @ self.a.float()
-        return d.T if (self.embedding or self.fan_in_fan_out) else d
+    def add_rows_to(self, acc: Any, start: int, stop: int, scale: float) -> None:
+        """acc += scale · ΔW[start:stop] in float32, without materialising ΔW: one fused matrix product, with the
+        scale folded into the small factor (r columns) rather than applied to the product."""
+        if self.embedding or self.fan_in_fan_out:  # ΔW = (B·A)ᵀ: rows start:stop are (A[:, start:stop])ᵀ·Bᵀ
+            acc.addmm_(self.a[:, start:stop].float().T * scale, self.b.float().T)
+        else:
+            acc.addmm_(self.b[start:stop].float() * scale, self.a.float())
 
 
 _LORA_KEY = re.compile(r"^(?P<m>.+)\.(?:lora_(?P<ab>[AB])\.(?P<p>weight|bias)|lora_embedding_(?P<eab>[AB]))$")
@@ -571,50 +574,82 @@ def check_plan(plan: MergePlan, log: Callable[[str], None] = print) -> None:
 # ------------------------------------------------------------------------------------------------- merge
 
 
-def _rss() -> int:
+@functools.cache
+def _process() -> Any:
     import psutil
 
-    return psutil.Process().memory_info().rss
+    return psutil.Process()
 
 
-def merge_tensor(plan: MergePlan, t: TensorInfo, w: Any, readers: dict[str, TensorReader]) -> tuple[Any, str]:
-    """The merged value of one target tensor and what was done to it. Arithmetic in float32, result in the
-    tensor's output dtype."""
+def _rss() -> int:
+    return _process().memory_info().rss
+
+
+BLOCK_BYTES = 32 << 20  # float32 rows worked on at a time
+
+
+def merge_tensor(plan: MergePlan, t: TensorInfo, w: Any,
+                 readers: dict[str, TensorReader]) -> tuple[str, Iterator[Any]]:
+    """What is done to one target tensor, and its merged value as a sequence of row blocks.
+
+    The arithmetic is float32 on at most BLOCK_BYTES of rows at a time, each block cast to the tensor's output
+    dtype, so the working memory stays flat however large the tensor (a 128k x 8k embedding under chat-vector).
+    Untouched tensors pass through as they were read (no copy)."""
+    import torch
+
     out_dtype = torch_dtype(plan.out_dtype(t))
-    if not t.is_float:
-        return w, "copied"
     adapter = plan.adapter
-    acc, kinds = None, []
-    if adapter is not None and t.name in adapter.full:
-        # PEFT semantics: a whole tensor in the adapter replaces the target's (and the chat vector's) value; a LoRA
-        # on the same module (PEFT saves embeddings whole next to their LoRA) still adds its delta on top.
-        w = adapter.full[t.name]
-        acc, kinds = w.float(), ["replaced"]
-    elif plan.chat:
-        i, b = readers["instruct"].get(t.name), readers["base"].get(t.name)
-        acc = w.float() + plan.chat_scale * (i.float() - b.float())
-        kinds.append("chat_vector")
+    full = adapter.full.get(t.name) if adapter is not None else None
     mod = adapter.modules.get(t.name) if adapter is not None else None
-    if mod is not None:
-        acc = (w.float() if acc is None else acc) + (plan.adapter_scale * mod.scaling) * mod.delta()
-        kinds.append("lora")
-    if adapter is not None and t.name.endswith(".bias"):
-        owner = adapter.modules.get(t.name[: -len("bias")] + "weight")
-        if owner is not None and owner.bias is not None:
-            acc = (w.float() if acc is None else acc) + (plan.adapter_scale * owner.scaling) * owner.bias.float()
-            kinds.append("lora_bias")
-    if acc is None:
-        return (w if w.dtype == out_dtype else w.to(out_dtype)), ("copied" if w.dtype == out_dtype else "cast")
-    return acc.to(out_dtype), "+".join(kinds)
+    owner = (adapter.modules.get(t.name.removesuffix("bias") + "weight")
+             if adapter is not None and t.name.endswith(".bias") else None)
+    if owner is not None and owner.bias is None:
+        owner = None
+    # PEFT semantics: a whole tensor in the adapter replaces the target's (and the chat vector's) value; a LoRA on
+    # the same module (PEFT saves embeddings whole next to their LoRA) still adds its delta on top.
+    kinds = [k for k, on in (("replaced", full is not None), ("chat_vector", plan.chat and full is None),
+                             ("lora", mod is not None), ("lora_bias", owner is not None)) if on]
+    if not t.is_float or t.numel == 0:
+        return "copied", iter([w.to(out_dtype)])
+    if not kinds and w.dtype == out_dtype:
+        return "copied", iter([w])
+    rows = t.shape[0] if t.shape else 1
+    step = max(1, BLOCK_BYTES // (4 * max(1, t.numel // max(rows, 1))))
+
+    def blocks() -> Iterator[Any]:
+        src = (full if full is not None else w).reshape(rows, -1)
+        inst = base = None
+        if "chat_vector" in kinds:
+            inst = readers["instruct"].get(t.name).reshape(rows, -1)
+            base = readers["base"].get(t.name).reshape(rows, -1)
+        for a in range(0, rows, step):
+            b = min(rows, a + step)
+            if not kinds:
+                yield src[a:b].to(out_dtype)
+                continue
+            acc = src[a:b].to(torch.float32, copy=True)
+            # target + λ·(instruct − base) + s·(α/r)·B·A, in that order
+            if inst is not None:
+                d = inst[a:b].to(torch.float32, copy=True)
+                d.sub_(base[a:b].float())  # type: ignore[index]
+                acc.add_(d.mul_(plan.chat_scale))
+            if mod is not None:
+                mod.add_rows_to(acc, a, b, plan.adapter_scale * mod.scaling)
+            if owner is not None:
+                acc.add_((owner.bias[a:b].float() * (plan.adapter_scale * owner.scaling)).reshape(acc.shape))
+            yield acc.to(out_dtype)
+
+    return ("+".join(kinds) or "cast"), blocks()
 
 
 def merge_weights(plan: MergePlan, out_dir: Path, progress: bool = False,
                   tensor_hook: Callable[[str, Any], Any] | None = None) -> dict[str, Any]:
     """Stream the target's shards through `merge_tensor` into `out_dir`, one output shard per input shard.
 
-    Peak memory: the adapter, the open input shard's mapped pages and a few copies of the largest tensor.
-    `tensor_hook(name, tensor)` may replace a tensor just before it is written (used by the tests to corrupt a
-    merge on purpose)."""
+    Peak memory: the adapter, the pages of the open input shard (safetensors maps it; they are clean page cache,
+    released when the next shard is opened) and a few float32 row blocks.
+    `tensor_hook(name, block)` may replace a block of rows just before it is written (the tests corrupt a merge
+    with it on purpose)."""
     from tqdm import tqdm
 
     readers = {"target": TensorReader(plan.target)}
@@ -634,15 +669,13 @@ def merge_weights(plan: MergePlan, out_dir: Path, progress: bool = False,
                                  metadata=meta or {"format": "pt"})
             try:
                 for t in infos:
-                    w = readers["target"].get(t.name)
-                    out, kind = merge_tensor(plan, t, w, readers)
-                    if tensor_hook is not None:
-                        out = tensor_hook(t.name, out)
-                    writer.write(t.name, out)
+                    kind, blocks = merge_tensor(plan, t, readers["target"].get(t.name), readers)
+                    for block in blocks:
+                        writer.write(t.name, block if tensor_hook is None else tensor_hook(t.name, block))
+                        rss_peak = max(rss_peak, _rss())
                     counts[kind] += 1
-                    rss_peak = max(rss_peak, _rss())
-                    del w, out
                     bar.update(t.nbytes)
+                    del blocks, block  # a live view would keep this shard's file mapped once the next is open
                 writer.close()
             except BaseException:
                 writer.abort()
