@@ -180,7 +180,7 @@ def test_special_token_difference_is_reported_not_refused(tiny, tokenizer, tmp_p
 
 
 def test_rerun_is_instant_and_changes_rerun(tiny, tmp_path, monkeypatch):
-    import nift.merge as merge
+    import nift.merge.stage as stage
 
     logs = []
     first = run(cfg(adapter=str(tiny.adapter)), tmp_path, log=logs.append)
@@ -191,8 +191,8 @@ def test_rerun_is_instant_and_changes_rerun(tiny, tmp_path, monkeypatch):
         raise AssertionError("an up-to-date merge must not load or check anything")
 
     with monkeypatch.context() as m:
-        m.setattr(merge, "check_plan", no_work)
-        m.setattr(merge, "merge_weights", no_work)
+        m.setattr(stage, "check_plan", no_work)
+        m.setattr(stage, "merge_weights", no_work)
         again = run(cfg(adapter=str(tiny.adapter)), tmp_path, log=logs.append)
     assert again.skipped and again.manifest == first.manifest and shard.stat().st_mtime_ns == mtime
     assert logs[-1].startswith("[merge] up to date, skipped")
