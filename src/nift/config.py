@@ -180,13 +180,13 @@ class MergeConfig(StageConfig):
         "memory in float32.",
     )
     verify_prompts: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_VERIFY_PROMPTS),
+        default_factory=lambda: list(DEFAULT_VERIFY_PROMPTS), min_length=1,
         description="Prompts whose logits are compared by the verification.",
     )
     verify_rtol: float | None = Field(
         None, gt=0, le=1, description="Allowed relative logit error ||merged − reference|| / ||reference|| "
-        "(all positions of all prompts). null: by written dtype, 1e-4 for float32, 2e-3 for float16, 1e-2 "
-        "for bfloat16 (the rounding of the merged weights).",
+        "(all positions of all prompts). null: 1e-4, or for bf16/fp16 weights twice the error that rounding the "
+        "correctly merged weights to that dtype causes (measured on the same prompts) when that is larger.",
     )
     device: str = volatile(
         default="auto", description="Device for the verification forward passes: auto (CUDA if present), cpu, "

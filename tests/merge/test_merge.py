@@ -170,13 +170,50 @@ def test_every_difference_is_listed_and_nothing_is_written(tiny, tokenizer, tmp_
     assert not (tmp_path / "q").exists()
 
 
-def test_special_token_difference_is_reported_not_refused(tiny, tokenizer, tmp_path):
+def test_special_tokens_differ_and_the_trained_eos_joins_the_stop_list(tiny, tokenizer, tmp_path):
     tok = tokenizer.__class__.from_pretrained(tiny.base)
     tok.eos_token = "<|endoftext|>"  # an instruct sibling that ends turns with another existing token
-    sib = tiny_model(tmp_path / "sib", tok, seed=2)
+    sib = tiny_model(tmp_path / "sib", tok, seed=2, eos_token_id=0)
     res = run(cfg(method="lora-base", adapter=str(tiny.adapter), target=str(sib), verify="off"), tmp_path / "r",
               **QUIET)
-    assert any("special token eos_token" in w for w in res.manifest["stats"]["warnings"])
+    assert any("special token eos_token" in w for w in res.manifest["stats"]["warnings"])  # reported, not refused
+    out = tmp_path / "r" / "merge" / "model"
+    trained_eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    # the adapter learned to stop with the base's EOS: the merged model must stop on it too
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [0, trained_eos]
+    assert f"added {trained_eos}" in (out / "README.md").read_text()
+
+
+def test_base_named_in_metadata_but_absent(tiny, tokenizer, tmp_path):
+    """nift_train.json written on another machine: the checks fall back to the adapter and the tokenizer hash."""
+    moved = {"base_model": str(tmp_path / "elsewhere" / "base"), "base_model_path": str(tmp_path / "elsewhere")}
+    adapter = make_adapter(tiny.base, tmp_path / "train", meta_overrides=moved)
+    res = run(cfg(method="lora-base", adapter=str(adapter), target=str(tiny.inst), verify="off"), tmp_path / "r",
+              **QUIET)
+    assert any("is not available here" in w for w in res.manifest["stats"]["warnings"])
+    tok = tokenizer.__class__.from_pretrained(tiny.base)
+    tok.add_tokens(["<nift_extra>"])
+    other = tiny_model(tmp_path / "other", tok, seed=2)
+    with pytest.raises(MergeRefused, match="differs from the one the adapter was trained with"):
+        run(cfg(method="lora-base", adapter=str(adapter), target=str(other)), tmp_path / "r2", **QUIET)
+    with pytest.raises(InputError, match="--base"):  # a base named on the command line must exist
+        run(cfg(method="lora-base", adapter=str(adapter), target=str(tiny.inst), base=str(tmp_path / "nope")),
+            tmp_path / "r3", **QUIET)
+
+
+def test_interrupted_merge_leaves_no_half_file_and_reruns(tiny, tmp_path):
+    def interrupt(name, block):
+        if name == "model.layers.1.self_attn.q_proj.weight":
+            raise KeyboardInterrupt
+        return block
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(adapter=str(tiny.adapter), verify="off"), tmp_path, tensor_hook=interrupt, **QUIET)
+    stage = tmp_path / "merge"
+    assert read_manifest(stage) is None and not (stage / "model").exists()
+    assert not [p for p in stage.rglob("*") if ".tmp" in p.name]  # the shard being written was removed
+    res = run(cfg(adapter=str(tiny.adapter), verify="off"), tmp_path, **QUIET)
+    assert not res.skipped and (stage / "model" / "model-00003-of-00003.safetensors").is_file()
 
 
 def test_rerun_is_instant_and_changes_rerun(tiny, tmp_path, monkeypatch):
