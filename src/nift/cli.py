@@ -30,6 +30,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "audit": ("nift.audit:run", "flag instructional/conversational content, teacher failures and benchmark "
               "contamination; write the filtered training set"),
     "train": ("nift.train:run", "fine-tune a student (LoRA by default) on prompt -> continuation pairs"),
+    "merge": ("nift.merge:run", "merge a LoRA adapter into its base or an instruct sibling, or add a chat vector"),
 }
 
 _NONE_WORDS = {"none", "null"}
