@@ -45,16 +45,26 @@ class StageConfig(BaseModel):
     stage: ClassVar[str] = ""
 
     def hashable(self) -> dict[str, Any]:
-        """The part of the config that determines the stage's output."""
-        out = {}
-        for name, info in type(self).model_fields.items():
-            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-            if not extra.get("volatile"):
-                out[name] = getattr(self, name)
-        return redact(json.loads(json.dumps(out, default=str)))
+        """The part of the config that determines the stage's output (volatile fields of sub-models too)."""
+        return redact(json.loads(json.dumps(_non_volatile(self), default=str)))
 
     def config_hash(self) -> str:
         return hash_obj(self.hashable())
+
+
+def _non_volatile(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        out = {}
+        for name, info in type(value).model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            if not extra.get("volatile"):
+                out[name] = _non_volatile(getattr(value, name))
+        return out
+    if isinstance(value, dict):
+        return {k: _non_volatile(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_non_volatile(v) for v in value]
+    return value
 
 
 def volatile(**kwargs: Any) -> Any:
@@ -117,9 +127,138 @@ class PrepareConfig(StageConfig):
     progress: bool = volatile(default=True, description="Show a progress bar.")
 
 
+# ------------------------------------------------------------------------------------- teacher / judge backends
+
+# The paper's system prompt for its Claude-3 teachers (§3); the `anthropic` backends use it unless told otherwise.
+PAPER_SYSTEM_PROMPT = "Please continue directly from the end of the given sentence without repeating it."
+
+BACKEND_NAMES = ("hf", "vllm", "openai", "anthropic", "openai-batch", "anthropic-batch")
+
+
+class Price(BaseModel):
+    """A model's price in US dollars per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(..., ge=0, description="USD per million input (prompt) tokens.")
+    output: float = Field(..., ge=0, description="USD per million output (completion) tokens.")
+    batch_discount: float = Field(
+        0.5, ge=0, le=1, description="Fraction of the price charged through the provider's Batch API (0.5 = half).",
+    )
+
+
+class BackendConfig(BaseModel):
+    """A teacher or judge: which backend, which model, and how to call it.
+
+    Used by `nift distill` (as `teacher:`) and by any stage that calls a model (judges). Settings that do not change
+    what the model answers (concurrency, rate limits, timeouts, retries, batch size, device) are volatile: they are
+    left out of config hashes and of request-cache keys.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    backend: Literal["hf", "vllm", "openai", "anthropic", "openai-batch", "anthropic-batch"] = Field(
+        "hf", description="hf: transformers in-process (CPU or CUDA); vllm: vLLM in-process (GPU); openai: any "
+        "OpenAI-compatible server (OpenAI, vLLM, llama.cpp, Ollama, gateways); anthropic: Messages API; "
+        "openai-batch / anthropic-batch: the providers' Batch APIs (half price, results within 24 h).",
+    )
+    model: str = Field(
+        "smollm2-135m-instruct", description="Model: for hf/vllm a demo model name, HF folder, .gguf file or hub id; "
+        "for API backends the provider's model name (e.g. gpt-4o-mini, claude-3-haiku-20240307).",
+    )
+    base_url: str | None = Field(
+        None, description="API base URL (e.g. http://127.0.0.1:8000/v1 for a local server); null = the provider's.",
+    )
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key (never the key itself); null = "
+        "OPENAI_API_KEY or ANTHROPIC_API_KEY.",
+    )
+    system_prompt: str | None = Field(
+        None, description="System prompt for chat requests; null = the backend's default (anthropic: the paper's "
+        f"'{PAPER_SYSTEM_PROMPT}'; others: none); '' = none.",
+    )
+    endpoint: Literal["chat", "completions"] = Field(
+        "chat", description="How a plain text prompt is sent: chat = as the user message of a chat request (with "
+        "the system prompt); completions = raw continuation of the text (OpenAI Completions endpoint, or the hf/vllm "
+        "model continuing the text without a chat template; for base-model teachers).",
+    )
+    max_tokens: int = Field(512, ge=1, description="Maximum tokens generated per request.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (the paper: 0 = greedy).")
+    stop: list[str] = Field(default_factory=list, description="Stop sequences (generation ends before them).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="hf/vllm weights dtype; auto = bf16 on CPU and bf16-capable GPUs, fp16 on older GPUs.",
+    )
+    context_tokens: int | None = Field(
+        None, ge=16, description="Teacher context window in tokens; null = the model's own (hf/vllm) or the known "
+        "window of the API model (unknown: no check).",
+    )
+    on_long_prompt: Literal["truncate", "skip", "error"] = Field(
+        "truncate", description="A prompt that leaves fewer than max_tokens of context: truncate it from the left "
+        "(counted), skip it (counted), or stop with an error.",
+    )
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="Price overrides by model name, e.g. "
+        '{"my-model": {"input": 0.15, "output": 0.6}} (USD per million tokens).',
+    )
+    concurrency: int = volatile(default=8, ge=1, le=4096, description="API requests in flight at once.")
+    rpm: float | None = volatile(default=None, gt=0, description="Request-per-minute limit; null = none.")
+    tpm: float | None = volatile(
+        default=None, gt=0, description="Token-per-minute limit (prompt estimate + max_tokens); null = none.",
+    )
+    timeout_s: float = volatile(default=300.0, gt=0, description="Per-request timeout in seconds.")
+    max_retries: int = volatile(
+        default=8, ge=0, description="Retries on 429, 5xx, timeouts and dropped connections (exponential backoff "
+        "with jitter, honouring retry-after); other 4xx errors are not retried.",
+    )
+    batch_size: int = volatile(default=16, ge=1, description="hf/vllm: prompts generated together.")
+    device: str | None = volatile(default=None, description="hf: torch device (cpu, cuda, cuda:1); null = CUDA if "
+                                  "available, else CPU.")
+    poll_interval_s: float = volatile(default=30.0, gt=0, description="Batch APIs: seconds between status polls.")
+    batch_max_requests: int | None = volatile(
+        default=None, ge=1, description="Batch APIs: requests per batch; null = the provider's limit "
+        "(OpenAI 50,000 / 200 MB, Anthropic 100,000 / 256 MB).",
+    )
+
+
+class DistillConfig(StageConfig):
+    """`nift distill`: a teacher continues every prepared prompt (temperature 0); every paid call is stored the
+    moment it returns, so an interrupted run resumes without repeating it."""
+
+    stage: ClassVar[str] = "distill"
+
+    teacher: BackendConfig = Field(
+        default_factory=BackendConfig, description="The teacher model and how to call it (default: the demo model "
+        "smollm2-135m-instruct in-process).",
+    )
+    limit: int | None = Field(
+        None, ge=1, description="Distill only the first N prepared prompts (prepare's order makes these a nested "
+        "subsample); null = all.",
+    )
+    on_empty_prompt: Literal["skip", "error"] = Field(
+        "skip", description="An empty or blank prompt: skip it (counted in the manifest) or stop with an error.",
+    )
+    on_failure: Literal["error", "skip"] = Field(
+        "error", description="A request that still fails after retries (or gets a non-retryable 4xx): error = stop "
+        "without writing the output (a re-run retries only those), skip = write the output without them (counted).",
+    )
+    budget_usd: float | None = volatile(
+        default=None, gt=0, description="Stop cleanly before the teacher's total cost for this run's prompts "
+        "(stored results included) would exceed this many US dollars; null = no cap.",
+    )
+    dry_run: bool = volatile(
+        default=False, description="Print the estimated tokens and dollars for the remaining requests; spend nothing.",
+    )
+    cache: str | None = volatile(
+        default=None, description="Request store (SQLite); null = run_dir/distill/cache.sqlite. Point several runs "
+        "at one file to share results.",
+    )
+    progress: bool = volatile(default=True, description="Show a progress bar.")
+
+
 # Stage configs by name, in pipeline order. Later stages register here.
 STAGE_CONFIGS: dict[str, type[StageConfig]] = {
     "prepare": PrepareConfig,
+    "distill": DistillConfig,
 }
 
 

@@ -1,0 +1,195 @@
+"""`hf`: transformers generation in-process, batched (left padding; the engine hands over length-sorted buckets),
+greedy at temperature 0, on CPU or CUDA. bf16 by default (on this CPU class bf16 is about twice as fast as fp32 at
+batch 32; see DESIGN.md).
+
+Raw prompts are continued as text (with the tokenizer's BOS where it adds one); chat messages go through the
+tokenizer's chat template with the generation prompt. finish_reason is "stop" when the model produced an end
+token or a stop sequence, "length" when it used all of max_tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from nift.distill.backends import LocalBackend
+from nift.distill.types import Result
+from nift.errors import NiftError
+
+
+class HFBackend(LocalBackend):
+    family = "hf"
+
+    def __init__(self, cfg, log=print, model: Any = None, tokenizer: Any = None):
+        """Loads the tokenizer now and the model on first use (a fully cached run never loads the weights).
+        `model`/`tokenizer` may be passed in to reuse loaded ones."""
+        super().__init__(cfg, log)
+        import torch
+
+        from nift import models
+
+        self._torch = torch
+        self.model = model
+        if model is not None:
+            self.tok = tokenizer
+            self._ref = None
+            self._version = None
+            self.device = str(next(model.parameters()).device)
+            self._dtype = str(model.dtype).removeprefix("torch.")
+        else:
+            self._ref = models.resolve(cfg.model, log=log)
+            self.tok = models.load_tokenizer(self._ref, log=log)
+            self._version = _model_version(Path(self._ref.path))
+            self.device = cfg.device or models.default_device()
+            dtype = models.pick_dtype(self.device) if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+            self._dtype = str(dtype).removeprefix("torch.")
+        self.tok.padding_side = "left"
+        self._eos: set[int] | None = None
+        self._pad: int | None = None
+
+    def _load(self) -> None:
+        if self.model is None:
+            from nift import models
+
+            self.model, _ = models.load_model(self._ref, device=self.device, dtype=getattr(self._torch, self._dtype),
+                                              purpose="inference", log=self.log)
+        if self._eos is None:
+            self._eos = self._end_token_ids()
+            self._pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else sorted(self._eos)[0]
+
+    def _end_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for src in (getattr(self.model.generation_config, "eos_token_id", None), self.tok.eos_token_id):
+            if isinstance(src, int):
+                ids.add(src)
+            elif isinstance(src, (list, tuple)):
+                ids.update(int(x) for x in src)
+        # A document boundary also ends a raw continuation (instruct models' EOS is often the end-of-turn token).
+        for name in ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>"):
+            tid = self.tok.convert_tokens_to_ids(name) if name in self.tok.get_vocab() else None
+            if tid is not None and name in self.tok.all_special_tokens:
+                ids.add(int(tid))
+        if not ids:
+            raise NiftError(f"model {self.cfg.model!r} declares no end-of-sequence token; cannot tell when it stops")
+        return ids
+
+    def extra_params(self) -> dict[str, Any]:
+        return {"dtype": self._dtype}
+
+    # ------------------------------------------------------------------------------------------- tokens
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def count_tokens_many(self, texts: list[str]) -> list[int]:
+        return [len(x) for x in self.tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+    def truncate_left(self, text: str, n_tokens: int) -> str:
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= n_tokens:
+            return text
+        if n_tokens <= 0:
+            return ""
+        return text[offsets[len(offsets) - n_tokens][0]:]
+
+    def context_tokens(self) -> int | None:
+        if self.cfg.context_tokens:
+            return self.cfg.context_tokens
+        if self.model is not None:
+            return getattr(self.model.config, "max_position_embeddings", None)
+        from transformers import AutoConfig
+
+        conf = AutoConfig.from_pretrained(self._ref.path, **self._ref.kwargs())
+        conf = getattr(conf, "text_config", conf)
+        return getattr(conf, "max_position_embeddings", None)
+
+    def model_id(self) -> str:
+        return self.cfg.model
+
+    def encode(self, payload: dict[str, Any]) -> list[int]:
+        if payload["kind"] == "chat":
+            text = self.tok.apply_chat_template(payload["messages"], add_generation_prompt=True, tokenize=False)
+            return list(self.tok(text, add_special_tokens=False)["input_ids"])
+        return list(self.tok(payload["prompt"], add_special_tokens=True)["input_ids"])
+
+    def sort_key(self, payload: dict[str, Any]) -> int:
+        return len(self.encode(payload))
+
+    # ----------------------------------------------------------------------------------------- generate
+
+    def generate(self, payloads: list[dict[str, Any]]) -> list[Result]:
+        """One batch; all payloads share max_tokens, temperature and stop (the engine groups them so)."""
+        self._load()
+        torch = self._torch
+        from transformers import GenerationConfig
+
+        p0 = payloads[0]
+        max_new = p0["max_tokens"]
+        ctx = self.context_tokens()
+        encoded, cut = [], []
+        for p in payloads:
+            ids = self.encode(p)
+            room = ctx - max_new if ctx else len(ids)
+            cut.append(max(0, len(ids) - room))
+            encoded.append(ids[-room:] if room > 0 and len(ids) > room else ids)
+        width = max(len(x) for x in encoded)
+        input_ids = torch.full((len(encoded), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for i, ids in enumerate(encoded):
+            input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            mask[i, width - len(ids):] = 1
+        gen_cfg = GenerationConfig(
+            max_new_tokens=max_new, do_sample=p0["temperature"] > 0, pad_token_id=self._pad,
+            eos_token_id=sorted(self._eos), bos_token_id=self.tok.bos_token_id,
+            **({"temperature": p0["temperature"]} if p0["temperature"] > 0 else {}),
+            **({"stop_strings": p0["stop"]} if p0["stop"] else {}),
+        )
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                      generation_config=gen_cfg, **({"tokenizer": self.tok} if p0["stop"] else {}))
+        latency = time.perf_counter() - t0
+        new = out[:, width:].tolist()
+        results = []
+        for p, ids, row, n_cut in zip(payloads, encoded, new, cut, strict=True):
+            finish = "length"
+            gen = []
+            for t in row:
+                if t in self._eos:
+                    finish = "stop"
+                    gen.append(t)
+                    break
+                gen.append(t)
+            n_completion = len(gen)
+            text = self.tok.decode([t for t in gen if t not in self._eos], skip_special_tokens=True)
+            for s in p["stop"]:
+                at = text.find(s)
+                if at >= 0:
+                    text, finish = text[:at], "stop"
+            results.append(Result(
+                id="", text=text, finish_reason=finish, prompt_tokens=len(ids), completion_tokens=n_completion,
+                latency_s=round(latency, 4), model=self.cfg.model, model_version=self._version,
+                truncated_tokens=n_cut,
+            ))
+        return results
+
+
+def _model_version(folder: Path) -> str | None:
+    """A fingerprint of the weights actually used: the demo model's GGUF sha256, else the hub commit."""
+    meta = folder / "nift_model.json"
+    if meta.is_file():
+        try:
+            return "gguf-sha256:" + json.loads(meta.read_text())["gguf_sha256"][:16]
+        except (json.JSONDecodeError, KeyError):
+            return None
+    cfg = folder / "config.json"
+    if cfg.is_file():
+        try:
+            commit = json.loads(cfg.read_text()).get("_commit_hash")
+            return f"commit:{commit}" if commit else None
+        except json.JSONDecodeError:
+            return None
+    return None

@@ -1,0 +1,147 @@
+"""The durable request store: one SQLite file in WAL mode, one row per completed request, committed the moment the
+result arrives (synchronous=FULL, so a result survives `kill -9` and power loss once `put` returns).
+
+Rows are keyed by `request_key(...)`: a hash of what determines the answer (backend family, model, the exact
+messages or prompt, the generation parameters), never of the caller's id, so identical requests are paid once and
+any stage that asks again gets the stored answer. Batch jobs submitted to a provider are recorded here too (intent
+first, then the provider's batch id), so a crash between submit and download resumes from the stored batch.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from nift.config import hash_obj
+from nift.distill.types import Result
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    result TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    local_id TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    batch_id TEXT,
+    state TEXT NOT NULL,          -- submitting | submitted | done | failed
+    keys TEXT NOT NULL,           -- JSON list of request keys in this batch
+    info TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+
+def request_key(family: str, model: str, payload: dict[str, Any]) -> str:
+    """The cache key of a request: sha256 over (backend family, model, canonical payload)."""
+    return hash_obj({"backend": family, "model": model, "request": payload})
+
+
+class Store:
+    """A SQLite request store safe to share between threads of one process and between processes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------------------------------- results
+
+    def get_many(self, keys: list[str]) -> dict[str, Result]:
+        out: dict[str, Result] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, blob in self._db.execute(f"SELECT key, result FROM results WHERE key IN ({marks})", chunk):
+                    out[key] = Result.from_json(json.loads(blob), cached=True)
+        return out
+
+    def put(self, key: str, backend: str, model: str, result: Result) -> None:
+        """Store one result durably; returns once it is on disk."""
+        blob = json.dumps(result.to_json(), ensure_ascii=False)
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO results (key, backend, model, result, created_at) "
+                             "VALUES (?, ?, ?, ?, ?)", (key, backend, model, blob, time.time()))
+
+    def put_many(self, rows: list[tuple[str, str, str, Result]]) -> None:
+        """Store several results in one transaction (batch downloads)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO results (key, backend, model, result, created_at) VALUES (?, ?, ?, ?, ?)",
+                    [(k, b, m, json.dumps(r.to_json(), ensure_ascii=False), time.time()) for k, b, m, r in rows])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+    # ---------------------------------------------------------------------------------------------- batches
+
+    def batch_intent(self, local_id: str, backend: str, model: str, keys: list[str], info: dict[str, Any]) -> None:
+        """Record a batch before it is submitted, so a crash during submission can find it on the provider."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("INSERT INTO batches (local_id, backend, model, batch_id, state, keys, info, created_at, "
+                             "updated_at) VALUES (?, ?, ?, NULL, 'submitting', ?, ?, ?, ?)",
+                             (local_id, backend, model, json.dumps(keys), json.dumps(info), now, now))
+
+    def batch_update(self, local_id: str, *, batch_id: str | None = None, state: str | None = None,
+                     info: dict[str, Any] | None = None) -> None:
+        sets, vals = ["updated_at = ?"], [time.time()]
+        if batch_id is not None:
+            sets.append("batch_id = ?")
+            vals.append(batch_id)
+        if state is not None:
+            sets.append("state = ?")
+            vals.append(state)
+        if info is not None:
+            sets.append("info = ?")
+            vals.append(json.dumps(info))
+        with self._lock:
+            self._db.execute(f"UPDATE batches SET {', '.join(sets)} WHERE local_id = ?", (*vals, local_id))
+
+    def open_batches(self, backend: str) -> list[dict[str, Any]]:
+        """Batches of this backend not yet downloaded (states submitting and submitted)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT local_id, backend, model, batch_id, state, keys, info, created_at FROM batches "
+                "WHERE backend = ? AND state IN ('submitting', 'submitted') ORDER BY created_at", (backend,),
+            ).fetchall()
+        return [{"local_id": r[0], "backend": r[1], "model": r[2], "batch_id": r[3], "state": r[4],
+                 "keys": json.loads(r[5]), "info": json.loads(r[6]), "created_at": r[7]} for r in rows]
+
+    def all_batches(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT local_id, backend, batch_id, state, keys, info FROM batches "
+                                    "ORDER BY created_at").fetchall()
+        return [{"local_id": r[0], "backend": r[1], "batch_id": r[2], "state": r[3], "n": len(json.loads(r[4])),
+                 "info": json.loads(r[5])} for r in rows]
