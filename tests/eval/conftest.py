@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -15,19 +16,21 @@ GARBAGE = "Well, it depends on many things. I think it is fine overall, more or 
 
 
 class _Handler(BaseHTTPRequestHandler):
-    counts: Counter = Counter()
+    counts: ClassVar[Counter] = Counter()
 
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
         mode = self.path.strip("/").split("/")[0]
         msgs = body.get("messages") or []
         retry = len(msgs) >= 3 and msgs[-2]["role"] == "assistant"
         type(self).counts[(mode, "retry" if retry else "first")] += 1
         text = GARBAGE
-        if mode == "fixable" and retry:
+        if mode == "answer":
+            text = "Paris is the capital of France. It has many museums."
+        elif mode == "fixable" and retry:
             pairwise = "[[A>>B]]" in (msgs[0]["content"] if msgs else "")
             text = "My final verdict is tie: [[A=B]]" if pairwise else "Rating: [[6]]"
         out = {"id": "x", "object": "chat.completion", "created": int(time.time()), "model": "garbage-judge-1",
@@ -45,7 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def garbage_judge():
     """(base URL prefix, request counter). `{url}/garbage/v1` always answers without a verdict;
-    `{url}/fixable/v1` answers a verdict when asked again."""
+    `{url}/fixable/v1` answers a verdict when asked again; `{url}/answer/v1` gives a fixed plain answer."""
     _Handler.counts = Counter()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -163,6 +163,7 @@ def load_ifeval(source: str) -> list[dict[str, Any]]:
         if len(r["kwargs"]) != len(r["instruction_id_list"]):
             raise InputError(f"{path}:{r['_line']}: 'kwargs' must have one entry per instruction")
         r["id"] = str(r["key"])
+        r["turns"] = [r["prompt"]]
     return rows
 
 

@@ -55,8 +55,9 @@ class Generator:
         return [t for t in getattr(tok, "all_special_tokens", []) if t]
 
     def rendered(self, settings: GenSettings, turns: list[tuple[str, str | None]]) -> Rendered:
+        # `chat` goes as messages: the backend (or the server) applies the model's template with its own BOS rules.
         return render(settings.template, turns, tokenizer=self.tokenizer, system=settings.system_prompt,
-                      as_messages=settings.template == "chat" and self.is_endpoint)
+                      as_messages=settings.template == "chat")
 
     def answer(self, benchmark: str, items: list[dict[str, Any]], settings: GenSettings,
                temperature: Callable[[dict[str, Any]], float], n_turns: int | None = None) -> list[dict[str, Any]]:

@@ -4,11 +4,14 @@ Each prompt carries 1-3 instructions (`instruction_id_list`, `kwargs`); lm-eval'
 and `_loose` (the loose variant also accepts the answer without its first/last line or without `*`) say which are
 followed. Four numbers, as in lm-eval's `ifeval` task: prompt-level accuracy (all instructions followed) and
 instruction-level accuracy (over all instructions), each strict and loose. Official generation settings: greedy,
-1280 new tokens, no stop sequence.
+1280 new tokens, no stop sequence. langdetect (the `language:response_language` check) is seeded so that a score
+is reproducible, and so is Python's `random` for the checkers that draw missing arguments; lm-eval leaves both
+unseeded.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from nift.errors import missing_package
@@ -22,11 +25,19 @@ def _lm_eval_ifeval() -> Any:
 
     ensure_punkt_tab()  # before the import: lm-eval's module downloads punkt_tab at import time when it is missing
     try:
+        import langdetect
         from lm_eval.tasks.ifeval import utils
     except ImportError as e:
         name = getattr(e, "name", None) or "lm_eval"
         raise missing_package(name, extra="eval", purpose="IFEval scoring (lm-eval's checkers)") from None
+    # langdetect samples at random unless seeded: unseeded, the response_language check can flip between two
+    # scorings of the same answer.
+    langdetect.DetectorFactory.seed = 0
     return utils
+
+
+def seed_for(key: int | str) -> str:
+    return f"nift-ifeval:{key}"
 
 
 def score_answer(item: dict[str, Any], response: str) -> dict[str, Any]:
@@ -34,8 +45,15 @@ def score_answer(item: dict[str, Any], response: str) -> dict[str, Any]:
     u = _lm_eval_ifeval()
     inp = u.InputExample(key=item["key"], instruction_id_list=item["instruction_id_list"], prompt=item["prompt"],
                          kwargs=item["kwargs"])
-    strict = u.test_instruction_following_strict(inp, response)
-    loose = u.test_instruction_following_loose(inp, response)
+    # A checker whose kwargs are unusable draws its own at random (the official prompt 1122 asks for the "letter"
+    # '#': lm-eval picks a random letter); a per-prompt seed makes that draw, and so the score, reproducible.
+    state = random.getstate()
+    random.seed(seed_for(item["key"]))
+    try:
+        strict = u.test_instruction_following_strict(inp, response)
+        loose = u.test_instruction_following_loose(inp, response)
+    finally:
+        random.setstate(state)
     return {
         "instruction_id_list": list(item["instruction_id_list"]),
         "strict": [bool(x) for x in strict.follow_instruction_list],

@@ -51,8 +51,9 @@ def run_lm_eval(load_ref: str, tasks: list[str], *, include_path: str | None = N
         model_args = {"pretrained": mref.path, "dtype": "bfloat16" if dtype == "auto" else dtype}
         if mref.gguf_file:
             model_args["gguf_file"] = mref.gguf_file
-        if device:
-            model_args["device"] = device
+        from nift.models import default_device
+
+        model_args["device"] = device or default_device()  # lm-eval's hf class assumes CUDA otherwise
     log(f"[eval] lm-eval: {', '.join(expanded)} on {load_ref}")
     results: dict[str, Any] = {}
     for task in expanded:

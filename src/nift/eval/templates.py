@@ -6,7 +6,9 @@
   `fschat`, installed with `--no-deps`); `llama-3` was added to FastChat after its last PyPI release, so it is
   defined here exactly as FastChat's main branch defines it (SeparatorStyle.LLAMA3, BOS left to the tokenizer);
 - `vanilla`: no formatting at all, as LLaMA-Factory's `vanilla` template that nift trains with: the question is
-  the prompt; in a multi-turn conversation each earlier answer is followed by the EOS token.
+  the prompt; in a multi-turn conversation each earlier answer is followed by the EOS token;
+- a string containing `{prompt}` (a custom template `nift train --template` accepts): the question replaces
+  `{prompt}`, earlier answers are followed by EOS as with `vanilla`.
 
 A conversation is a list of (user, assistant) turns whose last assistant is None (to be generated).
 """
@@ -21,6 +23,8 @@ from nift.errors import ConfigError, did_you_mean, missing_package
 FASTCHAT_TEMPLATES = ("one_shot", "zephyr", "llama-2", "llama-3")
 TEMPLATES = ("chat", "vanilla", *FASTCHAT_TEMPLATES)
 
+PLACEHOLDER = "{prompt}"  # a user template string, as `nift train --template` accepts
+
 Turns = list[tuple[str, str | None]]
 
 
@@ -34,7 +38,7 @@ class Rendered:
 
 
 def check_template(name: str) -> str:
-    if name not in TEMPLATES:
+    if name not in TEMPLATES and PLACEHOLDER not in name:
         raise ConfigError(f"unknown template {name!r}.{did_you_mean(name, TEMPLATES)}")
     return name
 
@@ -100,11 +104,11 @@ def render(template: str, turns: Turns, tokenizer: Any = None, system: str | Non
                               f"use one of {', '.join(t for t in TEMPLATES if t != 'chat')}")
         prompt = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         return Rendered(prompt, None, ())
-    if template == "vanilla":
+    if template == "vanilla" or PLACEHOLDER in template:
         eos = getattr(tokenizer, "eos_token", None) or ""
         parts = []
         for user, assistant in turns:
-            parts.append(user)
+            parts.append(user if template == "vanilla" else template.replace(PLACEHOLDER, user))
             if assistant is not None:
                 parts.append(assistant + eos)
         return Rendered("".join(parts), None, ())
