@@ -26,6 +26,7 @@ from nift.errors import NiftError
 # name -> ("module:function", one-line summary). A stage appears here only once it is built.
 STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("nift.prepare:run", "sample documents from a corpus and cut each into prompt + reference"),
+    "distill": ("nift.distill:run", "a teacher continues every prompt (resumable, cached, cost-accounted)"),
     "eval": ("nift.eval.stage:run", "evaluate a model: IFEval, MT-Bench, Arena-Hard, lm-eval, judge-free signals"),
 }
 
@@ -47,29 +48,46 @@ def _fmt_default(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
+def _is_model(ann: Any) -> bool:
+    return isinstance(ann, type) and issubclass(ann, BaseModel)
+
+
 def add_config_options(parser: argparse.ArgumentParser, cls: type[StageConfig]) -> None:
-    """One `--flag` per config field, its help and default taken from the field."""
+    """One `--flag` per config field, its help and default taken from the field. A field that is itself a model
+    (e.g. `teacher: BackendConfig`) gets one dotted flag per sub-field: `--teacher.model`, `--teacher.rpm`."""
     group = parser.add_argument_group(f"{cls.stage} settings (also settable under `{cls.stage}:` in --config)")
     for name, info in cls.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        ann, nullable = _unwrap(info.annotation)
-        default = info.get_default(call_default_factory=True)
-        desc = (info.description or "").replace("%", "%%")
-        kwargs: dict[str, Any] = {"dest": f"cfg__{name}", "default": argparse.SUPPRESS}
-        origin = typing.get_origin(ann)
-        if ann is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif origin is list:
-            kwargs.update(nargs="+", metavar="VALUE")
-        elif origin is dict or ann is dict or (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            kwargs.update(type=_json_arg(flag), metavar="JSON")
-        elif origin is typing.Literal:
-            kwargs.update(choices=list(typing.get_args(ann)))
-        else:
-            kwargs["metavar"] = getattr(ann, "__name__", "VALUE").upper()
-        if nullable and ann is not bool:
-            desc += " Use 'null' for none."
-        group.add_argument(flag, help=f"{desc} (default: {_fmt_default(default)})", **kwargs)
+        ann, _ = _unwrap(info.annotation)
+        if _is_model(ann):
+            parent_default = info.get_default(call_default_factory=True)
+            sub = parser.add_argument_group(f"{cls.stage}.{name}: {(info.description or '').replace('%', '%%')} "
+                                            f"(also settable under `{cls.stage}: {name}:` in --config)")
+            for sub_name, sub_info in ann.model_fields.items():
+                _add_option(sub, f"--{name.replace('_', '-')}.{sub_name.replace('_', '-')}", f"cfg__{name}__{sub_name}",
+                            sub_info, getattr(parent_default, sub_name, None))
+            continue
+        _add_option(group, "--" + name.replace("_", "-"), f"cfg__{name}", info,
+                    info.get_default(call_default_factory=True))
+
+
+def _add_option(group: Any, flag: str, dest: str, info: Any, default: Any) -> None:
+    ann, nullable = _unwrap(info.annotation)
+    desc = (info.description or "").replace("%", "%%")
+    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
+    origin = typing.get_origin(ann)
+    if ann is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif origin is list:
+        kwargs.update(nargs="+", metavar="VALUE")
+    elif origin is dict or ann is dict:
+        kwargs.update(type=_json_arg(flag), metavar="JSON")
+    elif origin is typing.Literal:
+        kwargs.update(choices=list(typing.get_args(ann)))
+    else:
+        kwargs["metavar"] = getattr(ann, "__name__", "VALUE").upper()
+    if nullable and ann is not bool:
+        desc += " Use 'null' for none."
+    group.add_argument(flag, help=f"{desc} (default: {_fmt_default(default)})", **kwargs)
 
 
 def _json_arg(flag: str):
@@ -84,16 +102,23 @@ def _json_arg(flag: str):
 
 def collect_overrides(args: argparse.Namespace, cls: type[StageConfig]) -> tuple[dict, dict]:
     """Values given on the command line for one stage, and the flag behind each (for error messages)."""
-    vals, names = {}, {}
+    vals: dict[str, Any] = {}
+    names: dict[tuple[str, ...], str] = {}
     for key, value in vars(args).items():
         if not key.startswith("cfg__"):
             continue
-        field = key[5:]
-        _, nullable = _unwrap(cls.model_fields[field].annotation)
+        path = key[5:].split("__")
+        info = cls.model_fields[path[0]]
+        if len(path) == 2:
+            info = _unwrap(info.annotation)[0].model_fields[path[1]]
+        _, nullable = _unwrap(info.annotation)
         if nullable and isinstance(value, str) and value.lower() in _NONE_WORDS:
             value = None
-        vals[field] = value
-        names[(cls.stage, field)] = "--" + field.replace("_", "-")
+        target = vals
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+        names[(cls.stage, *path)] = "--" + ".".join(p.replace("_", "-") for p in path)
     return vals, names
 
 

@@ -330,12 +330,14 @@ class EvalConfig(StageConfig):
         "answers/arena_hard.jsonl); null = the data source's official baseline.",
     )
     judge: BackendConfig = Field(
-        default_factory=_default_judge, description="The judge for MT-Bench and Arena-Hard, any distill backend, as "
-        'JSON on the command line, e.g. \'{"backend": "openai", "model": "gpt-4-0613"}\' (the paper\'s MT-Bench '
-        "judge; Arena-Hard's official one is gpt-4-1106-preview); temperature 0.",
+        default_factory=_default_judge, description="The judge for MT-Bench and Arena-Hard, any distill backend: "
+        "--judge.backend, --judge.model, --judge.base-url, ... (default: openai gpt-4-0613, the paper's MT-Bench "
+        "judge; Arena-Hard's official one is gpt-4-1106-preview); temperature 0. Its max_tokens is replaced by "
+        "--judge-max-tokens.",
     )
     judge_max_tokens: int | None = Field(
-        None, ge=1, description="Judge answer limit; null = the official (MT-Bench 2048, Arena-Hard 4096).",
+        None, ge=1, description="Judge answer limit in tokens (used instead of --judge.max-tokens); null = the "
+        "official per benchmark (MT-Bench 2048, Arena-Hard 4096).",
     )
     judge_budget_usd: float | None = volatile(
         default=None, gt=0, description="Stop judging before the judge's cost would pass this many US dollars "
@@ -478,6 +480,14 @@ def validate(
         raise ConfigError(_describe_errors(e, model, source, lines or {}, cli_names)) from None
 
 
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`; nested mappings merge (`--teacher.rpm` keeps the YAML's teacher.model)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
@@ -501,7 +511,7 @@ def load_config(
             section = {}
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: {stage}: must be a mapping of settings")
-        data[stage] = {**section, **vals}
+        data[stage] = _deep_merge(section, vals)
     data.update(top_overrides or {})
     return validate(data, source, lines, cli_names)
 

@@ -74,7 +74,7 @@ def start_openai_server(model_dir: str | Path | None = None, threads: int = 1,
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            # One thread: the server shares a small machine with the test process; oversubscribed torch threads
            # spin and slow both down by an order of magnitude.
-           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE",
            "HF_HUB_CACHE": os.environ.get("HF_HUB_CACHE", tempfile.gettempdir())}
     env.setdefault(API_KEY_ENV, "sk-test-not-a-real-key")
     os.environ.setdefault(API_KEY_ENV, "sk-test-not-a-real-key")

@@ -329,7 +329,7 @@ class _Run:
         for group in groups.values():
             # Longest first: similar lengths share a batch (little padding), and an out-of-memory shows at once.
             order = sorted(group, key=lambda it: -backend.sort_key(it.payload))
-            size = self.cfg.batch_size
+            size = getattr(backend, "chunk_size", self.cfg.batch_size)
             for start in range(0, len(order), size):
                 chunk = order[start:start + size]
                 outs = backend.generate([it.payload for it in chunk])
@@ -387,24 +387,35 @@ class _Run:
         self._watch(backend, watching, by_key)
 
     def _split(self, backend: BatchBackend, items: list[_Item]) -> Iterable[list[_Item]]:
+        """Batches within the provider's request-count and byte limits; one endpoint (chat/completion) each."""
         limit_n = min(self.cfg.batch_max_requests or backend.max_requests, backend.max_requests)
-        chunk: list[_Item] = []
-        size = 0
-        for it in items:
-            n = backend.line_bytes(it.key, it.payload)
-            if chunk and (len(chunk) >= limit_n or size + n > backend.max_bytes):
+        for kind in ("chat", "completion"):
+            chunk: list[_Item] = []
+            size = 0
+            for it in items:
+                if it.payload["kind"] != kind:
+                    continue
+                n = backend.line_bytes(it.key, it.payload)
+                if n > backend.max_bytes:
+                    raise InputError(f"request {it.ids[0]!r} alone is larger than the provider's batch file limit")
+                if chunk and (len(chunk) >= limit_n or size + n > backend.max_bytes):
+                    yield chunk
+                    chunk, size = [], 0
+                chunk.append(it)
+                size += n
+            if chunk:
                 yield chunk
-                chunk, size = [], 0
-            chunk.append(it)
-            size += n
-        if chunk:
-            yield chunk
 
     def _watch(self, backend: BatchBackend, watching: list[dict], by_key: dict[str, _Item]) -> None:
         while watching:
             still = []
             for b in watching:
-                state, info = backend.poll(b["batch_id"])
+                try:
+                    state, info = backend.poll(b["batch_id"])
+                except RetryableError as e:  # a passing 5xx or network fault: ask again next round
+                    self.log(f"[{self.cfg.backend}] polling {b['batch_id']} failed ({e}); will retry")
+                    still.append(b)
+                    continue
                 if state == "in_progress":
                     still.append(b)
                     continue
@@ -419,7 +430,9 @@ class _Run:
 
     def _collect(self, backend: BatchBackend, b: dict, by_key: dict[str, _Item]) -> None:
         rows = []
+        seen: set[str] = set()
         for key, out in backend.download(b["batch_id"]):
+            seen.add(key)
             item = by_key.get(key)
             if isinstance(out, Result):
                 out.cost_usd = cost(self.price, out.prompt_tokens, out.completion_tokens, batch=True)
@@ -432,6 +445,9 @@ class _Run:
                 item.attempts += 1
                 self.fail(item, out, getattr(out, "status", None))
         self.store.put_many(rows)
+        for key in b["keys"]:
+            if key not in seen and key in by_key:
+                self.fail(by_key[key], RequestFailed(f"batch {b['batch_id']} ended without a result for it"))
 
 
 def _run_coro(coro: Any) -> Any:
@@ -442,6 +458,17 @@ def _run_coro(coro: Any) -> Any:
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(1) as ex:
         return ex.submit(asyncio.run, coro).result()
+
+
+def _backend_for(cfg: BackendConfig, backend: Backend | None, log: Callable) -> Backend:
+    """A new backend for cfg, or a loaded one reused with cfg's generation settings."""
+    if backend is None:
+        return make_backend(cfg, log=log)
+    if (backend.cfg.backend, backend.cfg.model) != (cfg.backend, cfg.model):
+        raise ConfigError(f"the backend passed in serves {backend.cfg.backend}:{backend.cfg.model}, "
+                          f"not {cfg.backend}:{cfg.model}")
+    backend.cfg = cfg
+    return backend
 
 
 def run_requests(
@@ -464,7 +491,7 @@ def run_requests(
     arrived. `backend` may be passed to reuse a loaded one (e.g. an hf model)."""
     t0 = time.perf_counter()
     reqs = list(requests)
-    backend = backend or make_backend(cfg, log=log)
+    backend = _backend_for(cfg, backend, log)
     price = price_for(cfg)
     _check_price(cfg, price, budget_usd, log)
     summary = RunSummary(total=len(reqs), price=price.model_dump() if price else None)
@@ -509,7 +536,7 @@ def estimate_requests(
     """A dry run: how many requests are not stored yet, their prompt tokens (exact for hf/vllm, else estimated)
     and the most they can cost (every completion at max_tokens). Nothing is sent."""
     reqs = list(requests)
-    backend = backend or make_backend(cfg, log=log)
+    backend = _backend_for(cfg, backend, log)
     price = price_for(cfg)
     summary = RunSummary(total=len(reqs))
     _, items = _prepare(backend, cfg, reqs, summary)

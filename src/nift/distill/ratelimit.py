@@ -10,10 +10,11 @@ import time
 class TokenBucket:
     """Refills `rate_per_min / 60` units per second up to `capacity`; `acquire(n)` waits until n units are there.
 
-    The bucket starts with a small burst (`burst_s` seconds' worth) rather than a full minute's worth: a provider
-    that enforces its limit over shorter windows would otherwise answer the opening burst with 429s."""
+    The bucket holds half a second's worth rather than a minute's worth: providers may enforce a per-minute limit
+    over windows as short as a second (OpenAI documents this); a burst smaller than the provider's leaves room for
+    requests that reach it bunched up by network and scheduling delays (up to `burst_s`), so none is refused."""
 
-    def __init__(self, rate_per_min: float, burst_s: float = 2.0):
+    def __init__(self, rate_per_min: float, burst_s: float = 0.5):
         self.rate = rate_per_min / 60.0
         self.capacity = max(1.0, self.rate * burst_s)
         self.level = self.capacity
@@ -26,12 +27,12 @@ class TokenBucket:
 
     def wait_time(self, n: float) -> float:
         self._refill()
-        n = min(n, self.capacity)  # a single request larger than the burst still goes, alone
-        return 0.0 if self.level >= n else (n - self.level) / self.rate
+        need = min(n, self.capacity)  # a request larger than the burst goes once the bucket is full...
+        return 0.0 if self.level >= need else (need - self.level) / self.rate
 
     def take(self, n: float) -> None:
         self._refill()
-        self.level -= min(n, self.capacity)
+        self.level -= n  # ...and leaves it in debt, so the long-run rate never exceeds the limit
 
 
 class RateLimiter:

@@ -153,6 +153,17 @@ class BatchBackend(Backend):
     kind = "batch"
     max_requests = 50_000
     max_bytes = 200 * 1024 * 1024
+    _sdk: Any = None  # the imported SDK module (openai or anthropic)
+    _key_env = ""
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """An SDK call whose exception is translated into retry later / fail / abort."""
+        from nift.distill.backends.http_errors import translate
+
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise translate(self._sdk, e, self.cfg.backend, self._key_env, self.cfg.model) from e
 
     def line_bytes(self, key: str, payload: dict[str, Any]) -> int:
         """Size of one request in the provider's batch input (for splitting within its byte limit)."""

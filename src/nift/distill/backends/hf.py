@@ -19,66 +19,20 @@ from nift.distill.types import Result
 from nift.errors import NiftError
 
 
-class HFBackend(LocalBackend):
-    family = "hf"
+class TokenizerBackend(LocalBackend):
+    """The tokenizer side shared by the in-process backends (hf, vllm): exact token counts, left truncation at a
+    token boundary, the chat template, the model's context window and a fingerprint of its weights."""
 
-    def __init__(self, cfg, log=print, model: Any = None, tokenizer: Any = None):
-        """Loads the tokenizer now and the model on first use (a fully cached run never loads the weights).
-        `model`/`tokenizer` may be passed in to reuse loaded ones."""
+    def __init__(self, cfg, log=print, tokenizer: Any = None):
         super().__init__(cfg, log)
-        import torch
-
         from nift import models
 
-        self._torch = torch
-        self.model = model
-        if model is not None:
-            self.tok = tokenizer
-            self._ref = None
-            self._version = None
-            self.device = str(next(model.parameters()).device)
-            self._dtype = str(model.dtype).removeprefix("torch.")
-        else:
-            self._ref = models.resolve(cfg.model, log=log)
-            self.tok = models.load_tokenizer(self._ref, log=log)
-            self._version = _model_version(Path(self._ref.path))
-            self.device = cfg.device or models.default_device()
-            dtype = models.pick_dtype(self.device) if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
-            self._dtype = str(dtype).removeprefix("torch.")
+        self._ref = models.resolve(cfg.model, log=log) if tokenizer is None else None
+        self.tok = tokenizer if tokenizer is not None else models.load_tokenizer(self._ref, log=log)
+        self._version = _model_version(Path(self._ref.path)) if self._ref else None
         self.tok.padding_side = "left"
-        self._eos: set[int] | None = None
-        self._pad: int | None = None
-
-    def _load(self) -> None:
-        if self.model is None:
-            from nift import models
-
-            self.model, _ = models.load_model(self._ref, device=self.device, dtype=getattr(self._torch, self._dtype),
-                                              purpose="inference", log=self.log)
-        if self._eos is None:
-            self._eos = self._end_token_ids()
-            self._pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else sorted(self._eos)[0]
-
-    def _end_token_ids(self) -> set[int]:
-        ids: set[int] = set()
-        for src in (getattr(self.model.generation_config, "eos_token_id", None), self.tok.eos_token_id):
-            if isinstance(src, int):
-                ids.add(src)
-            elif isinstance(src, (list, tuple)):
-                ids.update(int(x) for x in src)
-        # A document boundary also ends a raw continuation (instruct models' EOS is often the end-of-turn token).
-        for name in ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>"):
-            tid = self.tok.convert_tokens_to_ids(name) if name in self.tok.get_vocab() else None
-            if tid is not None and name in self.tok.all_special_tokens:
-                ids.add(int(tid))
-        if not ids:
-            raise NiftError(f"model {self.cfg.model!r} declares no end-of-sequence token; cannot tell when it stops")
-        return ids
-
-    def extra_params(self) -> dict[str, Any]:
-        return {"dtype": self._dtype}
-
-    # ------------------------------------------------------------------------------------------- tokens
+        self._context: int | None = None
+        self._encoded: dict[int, list[int]] = {}
 
     def count_tokens(self, text: str) -> int:
         return len(self.tok(text, add_special_tokens=False)["input_ids"])
@@ -95,19 +49,18 @@ class HFBackend(LocalBackend):
             return ""
         return text[offsets[len(offsets) - n_tokens][0]:]
 
-    def context_tokens(self) -> int | None:
-        if self.cfg.context_tokens:
-            return self.cfg.context_tokens
-        if self.model is not None:
-            return getattr(self.model.config, "max_position_embeddings", None)
+    def model_config(self) -> Any:
         from transformers import AutoConfig
 
         conf = AutoConfig.from_pretrained(self._ref.path, **self._ref.kwargs())
-        conf = getattr(conf, "text_config", conf)
-        return getattr(conf, "max_position_embeddings", None)
+        return getattr(conf, "text_config", conf)
 
-    def model_id(self) -> str:
-        return self.cfg.model
+    def context_tokens(self) -> int | None:
+        if self.cfg.context_tokens:
+            return self.cfg.context_tokens
+        if self._context is None:
+            self._context = getattr(self.model_config(), "max_position_embeddings", None)
+        return self._context
 
     def encode(self, payload: dict[str, Any]) -> list[int]:
         if payload["kind"] == "chat":
@@ -116,7 +69,60 @@ class HFBackend(LocalBackend):
         return list(self.tok(payload["prompt"], add_special_tokens=True)["input_ids"])
 
     def sort_key(self, payload: dict[str, Any]) -> int:
-        return len(self.encode(payload))
+        # Kept until generate() takes it: each prompt is tokenized once per run.
+        ids = self._encoded.setdefault(id(payload), self.encode(payload))
+        return len(ids)
+
+    def encoded(self, payload: dict[str, Any]) -> list[int]:
+        ids = self._encoded.pop(id(payload), None)
+        return ids if ids is not None else self.encode(payload)
+
+    def fit(self, ids: list[int], max_new: int) -> tuple[list[int], int]:
+        """Left-truncate token ids to leave max_new tokens of context (a last resort: the engine truncates the
+        text first); returns (ids, tokens cut)."""
+        ctx = self.context_tokens()
+        room = ctx - max_new if ctx else len(ids)
+        if room > 0 and len(ids) > room:
+            return ids[-room:], len(ids) - room
+        return ids, 0
+
+
+class HFBackend(TokenizerBackend):
+    family = "hf"
+
+    def __init__(self, cfg, log=print, model: Any = None, tokenizer: Any = None):
+        """Loads the tokenizer now and the model on first use (a fully cached run never loads the weights).
+        `model`/`tokenizer` may be passed in to reuse loaded ones."""
+        super().__init__(cfg, log, tokenizer=tokenizer if model is not None else None)
+        import torch
+
+        from nift import models
+
+        self._torch = torch
+        self.model = model
+        if model is not None:
+            self.device = str(next(model.parameters()).device)
+            self._dtype = str(model.dtype).removeprefix("torch.")
+            self._context = getattr(model.config, "max_position_embeddings", None)
+        else:
+            self.device = cfg.device or models.default_device()
+            dtype = models.pick_dtype(self.device) if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+            self._dtype = str(dtype).removeprefix("torch.")
+        self._eos: set[int] | None = None
+        self._pad: int | None = None
+
+    def _load(self) -> None:
+        if self.model is None:
+            from nift import models
+
+            self.model, _ = models.load_model(self._ref, device=self.device, dtype=getattr(self._torch, self._dtype),
+                                              purpose="inference", log=self.log)
+        if self._eos is None:
+            self._eos = end_token_ids(self.tok, self.model.generation_config, self.cfg.model)
+            self._pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else sorted(self._eos)[0]
+
+    def extra_params(self) -> dict[str, Any]:
+        return {"dtype": self._dtype}
 
     # ----------------------------------------------------------------------------------------- generate
 
@@ -128,13 +134,11 @@ class HFBackend(LocalBackend):
 
         p0 = payloads[0]
         max_new = p0["max_tokens"]
-        ctx = self.context_tokens()
         encoded, cut = [], []
         for p in payloads:
-            ids = self.encode(p)
-            room = ctx - max_new if ctx else len(ids)
-            cut.append(max(0, len(ids) - room))
-            encoded.append(ids[-room:] if room > 0 and len(ids) > room else ids)
+            ids, n_cut = self.fit(self.encoded(p), max_new)
+            encoded.append(ids)
+            cut.append(n_cut)
         width = max(len(x) for x in encoded)
         input_ids = torch.full((len(encoded), width), self._pad, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -175,6 +179,24 @@ class HFBackend(LocalBackend):
                 truncated_tokens=n_cut,
             ))
         return results
+
+
+def end_token_ids(tok: Any, generation_config: Any, name: str) -> set[int]:
+    """Token ids that end a generation: the generation config's and tokenizer's EOS, plus a document boundary
+    token (instruct models' EOS is often their end-of-turn token, but a raw continuation ends at end-of-text)."""
+    ids: set[int] = set()
+    for src in (getattr(generation_config, "eos_token_id", None), tok.eos_token_id):
+        if isinstance(src, int):
+            ids.add(src)
+        elif isinstance(src, (list, tuple)):
+            ids.update(int(x) for x in src)
+    special = set(tok.all_special_tokens)
+    for tname in ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>"):
+        if tname in special:
+            ids.add(int(tok.convert_tokens_to_ids(tname)))
+    if not ids:
+        raise NiftError(f"model {name!r} declares no end-of-sequence token; cannot tell when it stops")
+    return ids
 
 
 def _model_version(folder: Path) -> str | None:
