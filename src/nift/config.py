@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from nift.errors import ConfigError, did_you_mean
 
@@ -258,9 +258,12 @@ class DistillConfig(StageConfig):
 # ----------------------------------------------------------------------------------------------------- eval
 
 
+# The paper's MT-Bench judge (gpt-4-0613, temperature 0); Arena-Hard's official one is gpt-4-1106-preview.
+_JUDGE_DEFAULTS = {"backend": "openai", "model": "gpt-4-0613", "max_tokens": 2048, "temperature": 0.0}
+
+
 def _default_judge() -> BackendConfig:
-    # The paper's MT-Bench judge (gpt-4-0613, temperature 0); Arena-Hard's official judge is gpt-4-1106-preview.
-    return BackendConfig(backend="openai", model="gpt-4-0613", max_tokens=2048, temperature=0.0)
+    return BackendConfig(**_JUDGE_DEFAULTS)
 
 
 class EvalConfig(StageConfig):
@@ -363,6 +366,15 @@ class EvalConfig(StageConfig):
     batch_size: int = volatile(default=16, ge=1, description="hf/vllm/lm-eval: prompts generated together.")
     concurrency: int = volatile(default=8, ge=1, description="--backend openai: requests in flight.")
     progress: bool = volatile(default=True, description="Show progress bars.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _judge_over_defaults(cls, data: Any) -> Any:
+        # `--judge.model gpt-4o` (or `judge: {model: ...}` in YAML) changes that key of the default judge; without
+        # this, the unnamed keys would fall back to BackendConfig's own defaults (an in-process hf model).
+        if isinstance(data, dict) and isinstance(data.get("judge"), dict):
+            data = {**data, "judge": {**_JUDGE_DEFAULTS, **data["judge"]}}
+        return data
 
 
 # Stage configs by name, in pipeline order. Later stages register here.

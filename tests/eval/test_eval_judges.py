@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from nift.cli import main
 from nift.config import EvalConfig
 from nift.errors import ConfigError, NiftError
 from nift.eval.stage import run
@@ -69,8 +70,16 @@ def test_judge_answer_fixed_by_the_retry_is_scored_and_resumes_from_cache(tmp_pa
                                                                           baseline_file, monkeypatch):
     monkeypatch.setenv("NIFT_TEST_OPENAI_KEY", "sk-test")
     base, counts = garbage_judge
+    # Through the command line: the judge is set with dotted flags.
+    rc = main(["eval", "--run-dir", str(tmp_path), "--name", "first", "--model", "answer-model", "--backend", "openai",
+               "--base-url", f"{base}/answer/v1", "--api-key-env", "NIFT_TEST_OPENAI_KEY", "--benchmarks", "mt_bench",
+               "arena_hard", "--limit", "3", "--max-new-tokens", "16", "--no-progress",
+               "--mt-bench-data", str(shared_data / "mt_bench"), "--arena-hard-data", str(shared_data / "arena_hard"),
+               "--arena-baseline", str(baseline_file), "--judge.model", "garbage-judge-1",
+               "--judge.base-url", f"{base}/fixable/v1", "--judge.api-key-env", "NIFT_TEST_OPENAI_KEY",
+               "--judge.prices", '{"garbage-judge-1": {"input": 1.0, "output": 2.0}}'])
+    assert rc == 0
     cfg = _cfg(base, "fixable", shared_data, arena_baseline=str(baseline_file), name="first")
-    run(cfg, tmp_path, log=lambda s: None)
     res = json.loads((tmp_path / "eval" / "first" / "results.json").read_text())
     mt, ah = res["benchmarks"]["mt_bench"], res["benchmarks"]["arena_hard"]
     assert mt["score"] == 6.0 and mt["n_unparseable"] == 0 and mt["judge_status"] == {"ok_after_retry": 6}
@@ -84,7 +93,9 @@ def test_judge_answer_fixed_by_the_retry_is_scored_and_resumes_from_cache(tmp_pa
     assert res2["usage"]["judge"]["cached"] == res2["usage"]["judge"]["requests"]
 
 
-def test_judge_problems_fail_before_generation(tmp_path, shared_data, monkeypatch):
+def test_judge_problems_fail_before_generation(tmp_path, shared_data, monkeypatch, capsys):
+    # Naming one judge setting keeps the other defaults (not BackendConfig's in-process hf default).
+    assert EvalConfig(judge={"model": "gpt-4o"}).judge.backend == "openai"
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cfg = EvalConfig(model="smollm2-135m-instruct", benchmarks=["mt_bench"],
                      mt_bench_data=str(shared_data / "mt_bench"))
@@ -93,6 +104,8 @@ def test_judge_problems_fail_before_generation(tmp_path, shared_data, monkeypatc
     assert not (tmp_path / "eval").exists()
     with pytest.raises(NiftError, match="--model is required"):
         run(EvalConfig(), tmp_path)
+    assert main(["eval", "--run-dir", str(tmp_path), "--benchmarks", "ifeval"]) == 2
+    assert "--model is required" in capsys.readouterr().err
     with pytest.raises(NiftError, match="--arena-baseline"):
         run(EvalConfig(model="x", backend="openai", benchmarks=["arena_hard"],
                        arena_hard_data=str(shared_data / "arena_hard")), tmp_path)
