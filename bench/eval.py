@@ -5,7 +5,8 @@ Run as: python bench/eval.py [--model smollm2-135m-instruct] [--n 16] [--max-new
 Both runs go through the same path `nift eval` uses (the distill engine's hf backend via `nift.eval.generation`),
 each with a fresh answer store so nothing is cached: IFEval prompts from ../shared/data (the first N), the model's
 chat template, greedy. Reports generated tokens, wall seconds, tokens/s and the ratio batched / one-at-a-time; writes
-bench/results/eval.json. On a CUDA machine the same script measures the GPU (device cuda).
+bench/results/eval.json. On a CUDA machine the same script measures the GPU (device cuda). On a CPU shared with
+other work, `OMP_NUM_THREADS=1` keeps torch's threads from spinning against each other (both runs alike).
 """
 
 from __future__ import annotations
