@@ -129,3 +129,36 @@ def test_anthropic_batch_resume_after_sigkill_between_submit_and_download(tmp_pa
     assert all(r["completion"] and r["teacher"] == "anthropic-batch:claude-3-haiku-20240307" for r in rows)
     assert res.manifest["cost"]["batches"][0]["requests"] == 6
     assert json.loads(json.dumps(res.manifest["cost"]))["total"]["requests"] == 6
+
+
+def test_stage_budget_stop_and_failed_requests(tmp_path):
+    """`nift distill` stops cleanly at --budget-usd and on failed requests; a re-run repeats nothing paid for."""
+    from nift.config import Price
+    from nift.distill import BudgetReached
+    from nift.errors import NiftError
+
+    run_dir = prepared_run(tmp_path, n=6)
+    with FakeProviders() as fake:
+        teacher = BackendConfig(backend="anthropic", model="claude-3-haiku-20240307", base_url=fake.anthropic_url,
+                                api_key_env=fake.key_env, max_tokens=3, concurrency=1,
+                                prices={"claude-3-haiku-20240307": Price(input=1000, output=1000)})
+        with pytest.raises(BudgetReached, match="Raise --budget-usd"):
+            run(DistillConfig(teacher=teacher, budget_usd=0.12, progress=False), run_dir, log=lambda *_: 0)
+        first = len(fake.messages)
+        assert 0 < first < 6 and not (run_dir / "distill" / "manifest.json").exists()
+        res = run(DistillConfig(teacher=teacher, budget_usd=5.0, progress=False), run_dir, log=lambda *_: 0)
+        assert len(fake.messages) == 6 and res.manifest["stats"]["cached"] == first
+        assert res.manifest["cost"]["total"]["cost_usd"] <= 5.0
+
+        # anthropic and anthropic-batch share stored answers: another max_tokens makes these requests new
+        batch = batch_cfg(fake, "anthropic-batch").model_copy(update={"max_tokens": 4})
+        _, keyed = _prepare(make_backend(batch), batch, [Request(id=r["id"], messages=[
+            {"role": "user", "content": r["prompt"]}]) for r in read_jsonl(run_dir / "prepare" / "data.jsonl")],
+            RunSummary())
+        fake.error_ids.add(next(iter(keyed)))
+        with pytest.raises(NiftError, match=r"1 request\(s\) failed"):
+            run(DistillConfig(teacher=batch, progress=False), run_dir, log=lambda *_: 0)
+        skipped = run(DistillConfig(teacher=batch, on_failure="skip", progress=False), run_dir, log=lambda *_: 0)
+        assert skipped.manifest["stats"]["failed"] == 1 and skipped.manifest["rows"]["data.jsonl"] == 5
+        assert fake.batch_creates == 2  # the second run re-submitted only the failed request
+        assert [len(b["requests"]) for b in fake.anthropic_batches.values()] == [6, 1]

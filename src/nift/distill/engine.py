@@ -238,10 +238,11 @@ class _Run:
         if persist:
             self.store.put(item.key, self.cfg.backend, self.cfg.model, res)
         self.ledger.spent += res.cost_usd or 0.0
+        # Usage counts requests as paid for: one per distinct request, however many ids share it.
         self.summary.usage_new.add(res)
+        self.summary.usage_total.add(res)
         for i in item.ids:
             self.results[i] = replace(res, id=i)
-            self.summary.usage_total.add(res)
         self.summary.new += len(item.ids)
         self.bar.update(len(item.ids), res)
 
@@ -501,11 +502,13 @@ def run_requests(
     with Store(store_path) as store:
         stored = store.get_many(list(items))
         for key, res in stored.items():
+            summary.usage_total.add(res)
             for i in items[key].ids:
                 results[i] = replace(res, id=i, cached=True)
-                summary.usage_total.add(res)
                 summary.cached += 1
         pending = [it for k, it in items.items() if k not in stored]
+        if pending and isinstance(backend, LocalBackend):
+            backend.load()
         bar = _Progress(len(id_key), summary.cached, progress and bool(pending),
                         desc or f"{cfg.backend}:{cfg.model}")
         run = _Run(cfg, backend, store, price, budget_usd, summary, results, bar, log)

@@ -157,8 +157,8 @@ class RunSummary:
         """The cost ledger that goes into a manifest."""
         def u(x: Usage) -> dict[str, Any]:
             return {"requests": x.requests, "prompt_tokens": x.prompt_tokens,
-                    "completion_tokens": x.completion_tokens, "cost_usd": round(x.cost_usd, 6),
+                    "completion_tokens": x.completion_tokens, "cost_usd": round(x.cost_usd, 9),
                     "cost_unknown_requests": x.cost_unknown}
         return {"price_per_million": self.price, "total": u(self.usage_total), "this_run": u(self.usage_new),
-                "cached_requests": self.cached, "retries": self.retries, "retry_reasons": dict(self.retry_reasons),
+                "cached_ids": self.cached, "retries": self.retries, "retry_reasons": dict(self.retry_reasons),
                 "batches": self.batches}
