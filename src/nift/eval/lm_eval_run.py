@@ -29,13 +29,16 @@ def run_lm_eval(load_ref: str, tasks: list[str], *, include_path: str | None = N
         raise missing_package("lm_eval", extra="eval", purpose="--lm-eval") from None
     if include_path and not Path(include_path).exists():
         raise ConfigError(f"--lm-eval-include: {include_path} does not exist")
-    tm = TaskManager(include_path=include_path) if include_path else TaskManager()
     expanded: list[str] = []
     for t in tasks:
         if t in ("open_llm_leaderboard", "openllm"):
             expanded.extend(OPEN_LLM_LEADERBOARD)
         else:
             expanded.append(t)
+    # Indexing lm-eval's ~15k built-in task YAMLs takes many seconds: skip it when the local tasks are all asked for.
+    tm = TaskManager(include_path=include_path, include_defaults=False) if include_path else None
+    if tm is None or not set(expanded) <= set(tm.all_tasks):
+        tm = TaskManager(include_path=include_path) if include_path else TaskManager()
     known = set(tm.all_tasks)
     unknown = [t for t in expanded if t not in known]
     if unknown:
