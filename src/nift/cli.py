@@ -154,6 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_options(p, cls)
         p.set_defaults(handler=_run_stage, stage=name)
 
+    r = sub.add_parser(
+        "run", help="run the whole method from one config: prepare -> distill -> audit -> train -> merge -> eval "
+        "(before and after, compared) -> report",
+        description="Run every step of the pipeline from one config, skipping the stages whose manifests match "
+        "their config and inputs. A failed stage leaves the run resumable: run the same command again.",
+        epilog="Example: nift run quickstart; nift run my.yaml --from train --set train.lr=1e-4 --set "
+        "eval.limit=50")
+    r.add_argument("config", metavar="CONFIG",
+                   help="YAML config (a path, or the name of a shipped config such as 'quickstart')")
+    r.add_argument("--run-dir", metavar="DIR", help="override run_dir from the config (default: the config's)")
+    r.add_argument("--from", dest="start", metavar="STAGE",
+                   help="start at this stage (earlier stages must have run) (default: the first)")
+    r.add_argument("--until", metavar="STAGE", help="stop after this stage (default: the last)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. train.lr=1e-4 or distill.teacher.model=gpt-4o-mini; the value "
+                   "is read as YAML; repeatable (default: none)")
+    r.add_argument("--force", action="store_true",
+                   help="re-run every selected stage even if its manifest matches (default: off)")
+    r.set_defaults(handler=_run_pipeline)
+
     c = sub.add_parser("compare", help="compare two evaluations: paired differences, CIs and tests, table and plot",
                        description="Pair the units of two `nift eval` folders (IFEval prompts and instructions, "
                        "MT-Bench turns, Arena-Hard questions, answers' judge-free signals, lm-eval documents) and "
@@ -204,6 +224,46 @@ def _compare(args: argparse.Namespace) -> int:
     from nift.eval.compare import compare
 
     compare(args.a, args.b, out=args.out, n_boot=args.n_boot, seed=args.seed)
+    return 0
+
+
+def parse_sets(sets: list[str]) -> tuple[dict[str, Any], dict[str, Any], dict[tuple[str, ...], str]]:
+    """`--set a.b.c=VALUE` -> nested overrides (value read as YAML), top-level ones, and the flag behind each."""
+    import yaml
+
+    from nift.errors import ConfigError
+
+    nested: dict[str, Any] = {}
+    top: dict[str, Any] = {}
+    names: dict[tuple[str, ...], str] = {}
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        names[tuple(parts)] = f"--set {key}"
+        if len(parts) == 1:
+            top[parts[0]] = value
+            continue
+        node = nested.setdefault(parts[0], {})
+        for part in parts[1:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested, top, names
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    from nift import pipeline
+
+    nested, top, names = parse_sets(args.sets)
+    if args.run_dir:
+        top["run_dir"] = args.run_dir
+    cfg = load_config(args.config, overrides=nested, cli_names=names, top_overrides=top)
+    pipeline.run(cfg, start=args.start, until=args.until, force=args.force)
     return 0
 
 

@@ -716,10 +716,29 @@ STAGE_CONFIGS: dict[str, type[StageConfig]] = {
 }
 
 
+PIPELINE_STEPS = ("prepare", "distill", "audit", "train", "merge", "eval", "report")
+
+
+class PipelineConfig(BaseModel):
+    """`pipeline:`: which steps `nift run` takes. Not a stage: it writes nothing of its own."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    stages: list[Literal["prepare", "distill", "audit", "train", "merge", "eval", "report"]] = Field(
+        default_factory=lambda: list(PIPELINE_STEPS),
+        description="Steps of `nift run`, always taken in pipeline order; leave one out to skip it (e.g. no audit).",
+    )
+    eval_before: bool = Field(True, description="Evaluate the student before training (eval/before).")
+    eval_after: bool = Field(
+        True, description="Evaluate the result (eval/after): the merged model if the run merges, else the adapter.",
+    )
+
+
 def nift_config_model() -> type[BaseModel]:
-    """The whole-file config: `run_dir` plus one optional section per registered stage."""
+    """The whole-file config: `run_dir`, `pipeline`, and one optional section per registered stage."""
     fields: dict[str, Any] = {
         "run_dir": (str, Field("runs/default", description="Directory that holds every stage's output.")),
+        "pipeline": (PipelineConfig, Field(default_factory=PipelineConfig)),
     }
     for name, cls in STAGE_CONFIGS.items():
         fields[name] = (cls, Field(default_factory=cls))
@@ -847,7 +866,7 @@ def load_config(
     source = "<defaults>"
     if path is not None:
         data, lines = read_yaml(path)
-        source = str(path)
+        source = str(path if Path(path).is_file() else packaged_config(str(path)) or path)
     for stage, vals in (overrides or {}).items():
         section = data.get(stage)
         if section is None:
