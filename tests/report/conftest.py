@@ -1,7 +1,7 @@
-"""A real run for the report tests, made once per session by the real stages on the smallest real inputs:
-6 OpenWebText documents, SmolLM2-135M-Instruct as teacher (16 tokens) and as audit judge, a tiny Llama student
-(LoRA, 4 steps, held-out loss), its LoRA merge, IFEval before and after on 4 prompts (32 new tokens), and
-`nift compare` of the two."""
+"""A real run for the report tests, made once per session by `nift run` on the smallest real inputs: 6 OpenWebText
+documents, SmolLM2-135M-Instruct as teacher (16 tokens) and as audit judge, a tiny Llama student (LoRA, 4 steps,
+held-out loss), its LoRA merge, IFEval before and after on 4 prompts (32 new tokens), their comparison and the
+report."""
 
 from __future__ import annotations
 
@@ -25,46 +25,31 @@ def short_owt(owt_corpus: Path, out: Path, n: int = 8) -> Path:
 
 @pytest.fixture(scope="session")
 def report_run(tmp_path_factory, owt_corpus, smollm2, shared_data) -> Path:
+    """`nift run` on one config: every stage, eval before and after, their comparison and the report."""
     from helpers.models import save_tiny_llama
 
-    from nift.audit import run as audit
-    from nift.config import (
-        AuditConfig,
-        BackendConfig,
-        DistillConfig,
-        EvalConfig,
-        MergeConfig,
-        PrepareConfig,
-        ReportConfig,
-        TrainConfig,
-    )
-    from nift.distill import run as distill
-    from nift.eval.compare import compare
-    from nift.eval.stage import run as evaluate
-    from nift.merge import run as merge
-    from nift.prepare import run as prepare
-    from nift.report import run as report
-    from nift.train import run as train
+    from nift import pipeline
+    from nift.config import validate
 
     tmp = tmp_path_factory.mktemp("report")
     run_dir = tmp / "run"
-    corpus = short_owt(owt_corpus, tmp / "owt_short.jsonl")
     student = save_tiny_llama(tmp / "tiny-llama", smollm2)
     hf = {"backend": "hf", "model": smollm2, "device": "cpu"}
-    prepare(PrepareConfig(input=[str(corpus)], n_docs=6, seed=0, progress=False), run_dir, **QUIET)
-    distill(DistillConfig(teacher=BackendConfig(**hf, max_tokens=16), progress=False), run_dir, **QUIET)
-    audit(AuditConfig(judge=BackendConfig(**hf), judge_max_tokens=2, benchmark_dir=str(shared_data),
-                      drop=["empty", "refusal"], workers=1, progress=False), run_dir, **QUIET)
-    train(TrainConfig(model=student, data="audit", max_steps=4, per_device_batch_size=2, grad_accum=1,
-                      max_length=128, lr=2e-3, logging_steps=1, save_steps=2, eval_fraction=0.34, progress=False),
-          run_dir, **QUIET)
-    merge(MergeConfig(progress=False), run_dir, **QUIET)
-    ev = {"benchmarks": ["ifeval"], "ifeval_data": str(shared_data / "ifeval"), "limit": 4, "max_new_tokens": 32,
-          "progress": False, "n_boot": 200}
-    evaluate(EvalConfig(model=student, name="before", **ev), run_dir, **QUIET)
-    evaluate(EvalConfig(model=str(run_dir / "merge" / "model"), name="after", **ev), run_dir, **QUIET)
-    compare(run_dir / "eval" / "before", run_dir / "eval" / "after", n_boot=200, **QUIET)
-    report(ReportConfig(n_boot=200), run_dir, **QUIET)
+    cfg = validate({
+        "run_dir": str(run_dir),
+        "prepare": {"input": [str(short_owt(owt_corpus, tmp / "owt_short.jsonl"))], "n_docs": 6, "progress": False},
+        "distill": {"teacher": {**hf, "max_tokens": 16}, "progress": False},
+        "audit": {"judge": hf, "judge_max_tokens": 2, "benchmark_dir": str(shared_data), "drop": ["empty", "refusal"],
+                  "workers": 1, "progress": False},
+        "train": {"model": student, "data": "audit", "max_steps": 4, "per_device_batch_size": 2, "grad_accum": 1,
+                  "max_length": 128, "lr": 2e-3, "logging_steps": 1, "save_steps": 2, "eval_fraction": 0.34,
+                  "progress": False},
+        "merge": {"progress": False},
+        "eval": {"benchmarks": ["ifeval"], "ifeval_data": str(shared_data / "ifeval"), "limit": 4,
+                 "max_new_tokens": 32, "n_boot": 200, "progress": False},
+        "report": {"n_boot": 200},
+    })
+    pipeline.run(cfg, **QUIET)
     return run_dir
 
 

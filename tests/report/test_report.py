@@ -122,7 +122,7 @@ def test_report_holds_the_runs_own_numbers(report_run: Path):
         for key in ("prompt_level_strict_acc", "inst_level_loose_acc"):
             expected.append(f"{100 * res['benchmarks']['ifeval'][key]:.1f}%")
         expected.append(f"IFEval ({res['benchmarks']['ifeval']['answers']['n']} answers)")
-    cmp = json.loads((report_run / "eval" / "compare-before-vs-after" / "compare.json").read_text())
+    cmp = json.loads((report_run / "eval" / "compare" / "compare.json").read_text())
     words = next(r for r in cmp["metrics"] if r["metric"] == "signals/words")
     expected.append(f"| signals/words | {words['n_paired']} |")
     expected.append(f"wilcoxon (n={words['n_paired']})")
@@ -192,17 +192,30 @@ def test_partial_run_says_what_is_missing(report_run: Path, tmp_path: Path):
                                                              "timings.png", "manifest.json"}
 
 
-def test_report_runs_the_comparison_when_the_run_has_none(report_run: Path, tmp_path: Path):
-    copy = _copy_run(report_run, tmp_path / "run", "prepare")
-    for name in ("before", "after"):
-        shutil.copytree(report_run / "eval" / name, copy / "eval" / name)
+def test_which_comparison_the_report_uses(report_run: Path, tmp_path: Path):
+    theirs = json.loads((report_run / "eval" / "compare" / "compare.json").read_text())
+    # `nift compare`'s own folder is used as it is
+    copy = _copy_run(report_run, tmp_path / "cli", "prepare", "eval")
+    (copy / "eval" / "compare").rename(copy / "eval" / "compare-before-vs-after")
+    (copy / "eval" / "compare-before-vs-after" / "inputs.json").unlink()
     res = run(ReportConfig(n_boot=200), copy, **QUIET)
-    mine = json.loads((copy / "report" / "compare" / "compare.json").read_text())
-    theirs = json.loads((report_run / "eval" / "compare-before-vs-after" / "compare.json").read_text())
-    assert [m["test"] for m in mine["metrics"]] == [m["test"] for m in theirs["metrics"]]
-    assert "compare" not in res.manifest["inputs"]
-    md = (copy / "report" / "report.md").read_text(encoding="utf-8")
-    assert "(run by this report)" in md and "| signals/stopped |" in md
+    assert "compare" in res.manifest["inputs"] and not (copy / "report" / "compare").exists()
+    assert f"(`{copy / 'eval' / 'compare-before-vs-after'}`)" in (copy / "report" / "report.md").read_text()
+    # none in the run, or one made before `after` was evaluated again: the report runs the comparison itself
+    for case in ("none", "stale"):
+        copy = _copy_run(report_run, tmp_path / case, "prepare", "eval")
+        if case == "none":
+            shutil.rmtree(copy / "eval" / "compare")
+        else:
+            m = read_manifest(copy / "eval" / "after")
+            m["created_at"] = "2000-01-01T00:00:00+00:00"
+            write_json(copy / "eval" / "after" / "manifest.json", m)
+        res = run(ReportConfig(n_boot=200), copy, **QUIET)
+        mine = json.loads((copy / "report" / "compare" / "compare.json").read_text())
+        assert [m["test"] for m in mine["metrics"]] == [m["test"] for m in theirs["metrics"]]
+        assert "compare" not in res.manifest["inputs"]
+        md = (copy / "report" / "report.md").read_text(encoding="utf-8")
+        assert "(run by this report)" in md and "| signals/stopped |" in md
 
 
 def test_secrets_in_a_manifest_never_reach_the_report(report_run: Path, tmp_path: Path):
@@ -238,3 +251,50 @@ def test_cli_writes_the_report(report_run: Path, tmp_path: Path, capsys):
     html = (copy / "report" / "report.html").read_text(encoding="utf-8")
     assert "<title>My run</title>" in html
     assert read_manifest(copy / "report")["config"]["bins"] == 10
+
+
+def _answer_row(rid: str, answer: str, finish: str, strict: bool, rep: float = 0.0) -> dict:
+    return {"benchmark": "ifeval", "id": rid, "turn": 0, "status": "ok", "question": f"Question {rid}?",
+            "answer": answer, "finish_reason": finish, "completion_tokens": 7, "max_new_tokens": 32,
+            "template": "vanilla", "ifeval": {"strict": [strict], "prompt_strict": strict},
+            "signals": {"stopped": finish == "stop", "empty": not answer.strip(), "repeated_ngram_share": rep,
+                        "echo": False, "words": len(answer.split())}}
+
+
+def test_examples_are_chosen_by_kind_of_change_in_a_fixed_order(tmp_path: Path):
+    """Pairs built to show one kind of change each: the report shows one of each kind in the order of the kinds
+    (improvements first), pinned ids before them, and marks sentences that repeat an earlier one."""
+    from nift.report.document import Document, to_html
+    from nift.report.results import examples
+    from nift.report.rundir import RunDir
+
+    loop = "It was late. The facilitator will help. The facilitator will help."
+    pairs = {  # id: (before, after)
+        "1": (("a b", "length", False), ("c d", "length", False)),  # no change
+        "2": ((loop, "length", False, 0.5), ("Done.", "stop", False)),  # stops now, repetition gone
+        "3": (("", "stop", False), ("An answer.", "stop", False)),  # answers now
+        "4": (("Wrong.", "stop", False), ("Right.", "stop", True)),  # follows the instructions now
+        "5": (("Short.", "stop", False), ("Long on and on", "length", False)),  # hits the limit now
+        "10": (("x", "length", False), ("Fine.", "stop", False)),  # stops now, after "2" in id order
+    }
+    for side in (0, 1):
+        name = ("before", "after")[side]
+        d = tmp_path / "eval" / name
+        rows = [_answer_row(rid, *p[side]) for rid, p in pairs.items()]
+        (d / "answers").mkdir(parents=True)
+        (d / "answers" / "ifeval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_json(d / "manifest.json", {"stage": "eval", "config": {}})
+    run_dir = RunDir.open(tmp_path)
+    sec = examples(run_dir, "before", "after", 4, [], 1500)
+    titles = [b.title for b in sec.blocks if hasattr(b, "answers")]
+    assert titles == ["Example 1: IFEval 2", "Example 2: IFEval 3", "Example 3: IFEval 4", "Example 4: IFEval 5"]
+    counts = dict(next(b for b in sec.blocks if hasattr(b, "rows")).rows)
+    assert counts["stops by itself now (hit the token limit before)"] == "2"
+    assert counts["repetition gone"] == "1" and counts["no change of these kinds"] == "1"
+    pinned = examples(run_dir, "before", "after", 3, ["ifeval:1", "10"], 1500)
+    assert [b.title for b in pinned.blocks if hasattr(b, "answers")] == [
+        "Example 1: IFEval 1", "Example 2: IFEval 10", "Example 3: IFEval 2"]
+    html = to_html(Document("t", [], [sec]))
+    assert html.count('<mark class="rep">The facilitator will help.</mark>') == 1
+    assert "(empty answer: no content was generated)" in html
+    assert "hit the 32-token limit" in html and "stopped by itself (EOS)" in html

@@ -143,7 +143,7 @@ figure { margin:12px 0; } figure img { max-width:100%; height:auto; border:1px s
 figcaption { color:var(--muted); font-size:12.5px; margin-top:4px; }
 details { margin:8px 0; border:1px solid var(--line); border-radius:6px; padding:6px 12px; background:#fcfdfe; }
 details summary { cursor:pointer; font-weight:600; color:#243b53; }
-.cards { display:grid; grid-template-columns:repeat(auto-fill, minmax(200px, 1fr)); gap:12px; margin:4px 0 6px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fill, minmax(165px, 1fr)); gap:12px; margin:4px 0 6px; }
 .card { border:1px solid var(--line); border-radius:8px; padding:10px 14px; background:#fbfdff; }
 .card .label { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.5px; }
 .card .value { font-size:21px; font-weight:650; color:#102a43; margin-top:2px; }

@@ -96,8 +96,9 @@ class RunDir:
         ev = path / "eval"
         if ev.is_dir():
             for d in sorted(ev.iterdir()):
-                # compare-* folders and the engine's _cache are not evaluations
-                if d.is_dir() and not d.name.startswith(("_", "compare-")) and (
+                # an evaluation has a manifest (or an interrupted one its _started.json); comparison folders and the
+                # engine's _cache have neither
+                if d.is_dir() and not d.name.startswith("_") and (
                         (d / MANIFEST).is_file() or (d / "_started.json").is_file()):
                     run.evals[d.name] = Stage(f"eval/{d.name}", d, _manifest(d))
         return run
@@ -122,9 +123,29 @@ class RunDir:
         return COMMANDS[stage].format(run=self.path, name=name or "NAME")
 
     def compare_dir(self, before: str, after: str) -> Path | None:
-        """The folder `nift compare eval/BEFORE eval/AFTER` writes by default, when it is there."""
-        d = self.path / "eval" / f"compare-{before}-vs-{after}"
-        return d if (d / "compare.json").is_file() else None
+        """A comparison of eval/BEFORE with eval/AFTER that is up to date: `nift run`'s `eval/compare/` or the
+        folder `nift compare` writes by default. Up to date: its `inputs.json` (nift run) names the current
+        manifests of both, or without one, it was written after both."""
+        ev = self.path / "eval"
+        b, a = self.evals.get(before), self.evals.get(after)
+        if b is None or a is None or not (b.done and a.done):
+            return None
+        for d in (ev / "compare", ev / f"compare-{before}-vs-{after}"):
+            cmp = d / "compare.json"
+            if not cmp.is_file():
+                continue
+            got = read_json(cmp)
+            if (Path(str(got.get("a", ""))).name, Path(str(got.get("b", ""))).name) != (before, after):
+                continue
+            marker = d / "inputs.json"
+            if marker.is_file():
+                ident = read_json(marker)
+                if ident.get("before") == sha256_file(b.dir / MANIFEST) and \
+                        ident.get("after") == sha256_file(a.dir / MANIFEST):
+                    return d
+            elif cmp.stat().st_mtime >= max((b.dir / MANIFEST).stat().st_mtime, (a.dir / MANIFEST).stat().st_mtime):
+                return d
+        return None
 
     def compare_fingerprint(self, before: str, after: str) -> dict[str, str]:
         d = self.compare_dir(before, after)
