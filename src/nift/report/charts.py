@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
+from nift.report.formatting import seconds
+
 BEFORE, AFTER, OTHER = "#8795a1", "#2b6cb0", ["#dd6b20", "#38a169", "#805ad5", "#d53f8c"]
 GRID = {"color": "#d9e2ec", "linewidth": 0.8}
 
@@ -136,17 +138,10 @@ def timings(rows: Sequence[tuple[str, float]]) -> bytes:
     ax.barh(labels, secs, color=AFTER, alpha=0.85, zorder=2)
     top = max(secs) if secs else 1
     for y, s in enumerate(secs):
-        ax.text(s + top * 0.01, y, _dur(s), va="center", fontsize=8, color="#334e68")
+        ax.text(s + top * 0.01, y, seconds(s), va="center", fontsize=8, color="#334e68")
     ax.set_xlim(0, top * 1.15)
     ax.set_xlabel("wall-clock seconds")
     ax.grid(axis="x", zorder=0, **GRID)
     fig.tight_layout()
     return _png(fig)
 
-
-def _dur(s: float) -> str:
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{int(s // 60)} min {s % 60:.0f} s"
-    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
