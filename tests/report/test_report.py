@@ -126,6 +126,9 @@ def test_report_holds_the_runs_own_numbers(report_run: Path):
     words = next(r for r in cmp["metrics"] if r["metric"] == "signals/words")
     expected.append(f"| signals/words | {words['n_paired']} |")
     expected.append(f"wilcoxon (n={words['n_paired']})")
+    stopped = next(r for r in cmp["metrics"] if r["metric"] == "signals/stopped")
+    expected.append(f"What this run shows** (before → after, paired over the same prompts): stopped by itself "
+                    f"{100 * stopped['mean_a']:.1f}% → {100 * stopped['mean_b']:.1f}%")
     # examples: an answer of each side, as generated
     a_before = _rows(report_run / "eval" / "before" / "answers" / "ifeval.jsonl")[0]
     a_after = _rows(report_run / "eval" / "after" / "answers" / "ifeval.jsonl")[0]
@@ -136,7 +139,7 @@ def test_report_holds_the_runs_own_numbers(report_run: Path):
         assert s in md, s
     for s in expected:
         if not s.startswith("|"):
-            assert s.replace(" | ", " ") in html_text, s
+            assert s.replace(" | ", " ").replace("**", "") in html_text, s
     for ans in (a_before, a_after):
         snippet = ans["answer"].strip().split("\n")[0][:40].strip()
         assert snippet in html_text and snippet in md

@@ -257,8 +257,13 @@ def to_html(doc: Document) -> str:
 # ------------------------------------------------------------------------------------------------- Markdown
 
 
+def _md_text(s: str) -> str:
+    """Text from the run (questions, names) as Markdown text: no raw HTML (IFEval asks for <<titles>>)."""
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _md_cell(s: str) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
+    return _md_text(s).replace("|", "\\|").replace("\n", " ")
 
 
 def _fence(text: str) -> str:
@@ -296,7 +301,7 @@ def _md_block(b) -> list[str]:
                 + " |", ""]
     if isinstance(b, Example):
         out = [f"#### {b.title}" + (f" — {b.why}" if b.why else ""), "", "**Question:**", ""]
-        out += ["> " + line for line in b.question.splitlines() or [""]]
+        out += ["> " + _md_text(line) for line in b.question.splitlines() or [""]]
         out.append("")
         for a in b.answers:
             text = "".join(s for s, _ in a.segments)

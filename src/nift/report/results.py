@@ -143,13 +143,14 @@ def compare_result(run: RunDir, before: str, after: str, out: Path, n_boot: int,
 
 
 def results(run: RunDir, before: str, after: str, report_dir: Path, n_boot: int, seed: int
-            ) -> tuple[Section, list[Card]]:
+            ) -> tuple[Section, list[Card], Para | None]:
+    """The results section, the overview's cards, and the summary sentence (also shown in the overview)."""
     done = run.done_evals()
     if not done:
         blocks = [Para(f"No finished evaluation in `{run.path / 'eval'}`, so there are no results. Evaluate the model "
                        f"before and after fine-tuning: `{run.command('eval', before)}` and "
                        f"`{run.command('eval', after)}`.", "missing")]
-        return Section("results", "Before / after results", blocks, missing=True), []
+        return Section("results", "Before / after results", blocks, missing=True), [], None
     names = [n for n in dict.fromkeys([before, after, *sorted(done)]) if n in done]
     evals = {n: Evaluation.load(n, done[n]) for n in names}
     blocks: list[Any] = []
@@ -241,7 +242,39 @@ def results(run: RunDir, before: str, after: str, report_dir: Path, n_boot: int,
             inner.append(Figure("compare.png", (cmp_dir / "compare.png").read_bytes(), "paired differences",
                                 "`nift compare`: each metric's paired difference with its 95% bootstrap CI."))
         blocks.append(Details(f"Every paired comparison ({len(all_rows)} metrics, `nift compare`)", inner))
-    return Section("results", "Before / after results", blocks), _cards(evals, before, after)
+    summary = _summary(evals, before, after, by_unit) if paired else None  # shown in the overview
+    return Section("results", "Before / after results", blocks), _cards(evals, before, after), summary
+
+
+# Headline metrics of the summary sentence, in this order: the paper's claims (the model stops by itself and
+# follows instructions more often), then what a judge measured.
+SUMMARY_UNITS = ("signals/stopped", "ifeval/prompt_strict", "ifeval/inst_loose", "signals/repeated_ngram_share",
+                 "signals/empty", "mt_bench/score", "arena_hard/score")
+
+
+def _summary(evals: dict[str, Evaluation], before: str, after: str, by_unit: dict[str, Any]) -> Para | None:
+    """One sentence per headline metric: both values, the paired difference, its CI and p, and whether that is
+    significant at 5% — so the report says what the run shows, whatever it shows."""
+    parts = []
+    for unit in SUMMARY_UNITS:
+        m = next(m for m in METRICS if m.unit == unit)
+        c = by_unit.get(unit)
+        vb, va = _value(m, evals[before]), _value(m, evals[after])
+        if c is None or vb is None or va is None:
+            continue
+        k = _diff_scale(m)
+        lo, hi = c["ci95"]
+        p = c["test"].get("p_value")
+        diff = f"{k * c['diff']:+.1f} pt, 95% CI [{k * lo:+.1f}, {k * hi:+.1f}]" if k == 100 else \
+            f"{c['diff']:+.3g}, 95% CI [{lo:+.3g}, {hi:+.3g}]"
+        verdict = "not significant at 5%" if p is None or p >= 0.05 else "significant at 5%"
+        name = m.label if m.bench == "signals" else f"{m.bench} {m.label}"
+        parts.append(f"{name} {_show(m, vb)} → {_show(m, va)} ({diff}; {c['test']['test']} p = {F.p_value(p)}, "
+                     f"{verdict}, n = {c['n_paired']})")
+    if not parts:
+        return None
+    return Para(f"**What this run shows** ({before} → {after}, paired over the same prompts): " + "; ".join(parts)
+                + ".", "note")
 
 
 def _cards(evals: dict[str, Evaluation], before: str, after: str) -> list[Card]:

@@ -54,8 +54,8 @@ DIST_COLUMNS = ["quantity", "n", "min", "p10", "median", "p90", "max", "mean"]
 # ----------------------------------------------------------------------------------------------- overview
 
 
-def overview(run: RunDir, extra_cards: list[Card], before: str, after: str) -> Section:
-    """Cards with the run's headline numbers and the state of every stage."""
+def overview(run: RunDir, extra_cards: list[Card], before: str, after: str, summary: Para | None = None) -> Section:
+    """Cards with the run's headline numbers, the before/after summary, and the state of every stage."""
     cards: list[Card] = []
     if p := run.done("prepare"):
         st = p.stats
@@ -91,6 +91,8 @@ def overview(run: RunDir, extra_cards: list[Card], before: str, after: str) -> S
     blocks: list[Any] = []
     if cards:
         blocks.append(Cards(cards))
+    if summary is not None:
+        blocks.append(summary)
     blocks.append(Table(["stage", "state", "rows written", "finished (UTC)", "wall time"], rows, align="llrll",
                         row_classes=classes, caption="A stage counts as finished when its manifest.json is there "
                         "(it is written last)."))

@@ -25,9 +25,10 @@ MARKDOWN = "report.md"
 def build(cfg: ReportConfig, run: RunDir, out_dir: Path) -> document.Document:
     """The report of `run` as a document (figures included); `out_dir` receives a comparison it computes."""
     train_section, train_cards = sections.training(run)
-    results_section, result_cards = results.results(run, cfg.before, cfg.after, out_dir, cfg.n_boot, cfg.seed)
+    results_section, result_cards, summary = results.results(run, cfg.before, cfg.after, out_dir, cfg.n_boot,
+                                                             cfg.seed)
     parts: list[document.Section | None] = [
-        sections.overview(run, train_cards + result_cards, cfg.before, cfg.after),
+        sections.overview(run, train_cards + result_cards, cfg.before, cfg.after, summary),
         results_section,
         results.examples(run, cfg.before, cfg.after, cfg.examples, cfg.example_ids, cfg.example_max_chars),
         sections.data(run, cfg.bins),
