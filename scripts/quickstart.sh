@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec .venv/bin/nift prepare --config quickstart ${1:+--run-dir "$1"}
+exec .venv/bin/nift run quickstart ${1:+--run-dir "$1"}
