@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from collections import Counter, deque
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from nift.config import BackendConfig, RayConfig
@@ -145,8 +146,13 @@ class RayPoolBackend(TokenizerBackend):
             # "local" is Ray's own word for a new private cluster on this machine, even where one already runs.
             # Workers' own output (loading bars, warnings) stays in their logs (/tmp/ray/session_latest/logs on each
             # node); what the run needs to say comes back through the driver.
+            # The workers run the driver's own copy of nift (Ray ships it to every node); its dependencies (torch,
+            # transformers, ...) must be installed there.
+            import nift
+
             kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "configure_logging": False,
-                                      "log_to_driver": False}
+                                      "log_to_driver": False,
+                                      "runtime_env": {"py_modules": [str(Path(nift.__file__).parent)]}}
             if address == "local":
                 kwargs.update(num_cpus=self.ray_cfg.local_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
             try:
@@ -201,11 +207,14 @@ class RayPoolBackend(TokenizerBackend):
         error: BaseException | None = None
 
         def dispatch() -> None:
-            for w in sorted((w for w in range(len(self._workers)) if self._alive[w]), key=lambda w: load[w]):
-                while queue and load[w] < IN_FLIGHT_PER_WORKER and error is None:
-                    i = queue.popleft()
-                    in_flight[self._workers[w].generate.remote(chunks[i])] = (i, w)
-                    load[w] += 1
+            while queue and error is None:  # always to the least loaded worker: chunks spread evenly
+                free = [w for w in range(len(self._workers)) if self._alive[w] and load[w] < IN_FLIGHT_PER_WORKER]
+                if not free:
+                    return
+                w = min(free, key=lambda w: load[w])
+                i = queue.popleft()
+                in_flight[self._workers[w].generate.remote(chunks[i])] = (i, w)
+                load[w] += 1
 
         dispatch()
         while in_flight:
