@@ -118,7 +118,7 @@ def bench_overhead(quick: bool) -> dict:
     cfg = BackendConfig(backend="hf", model="smollm2-135m-instruct", max_tokens=max_new, batch_size=batch,
                         endpoint="completions")
     backend = HFBackend(cfg, log=lambda *_: None)
-    backend._load()
+    backend.load()
     texts = prompts(n)
     _direct(backend, texts[:batch], batch, 2)  # warm-up
     direct, engine = [], []
@@ -160,7 +160,7 @@ def bench_batching(quick: bool) -> dict:
     sizes = [1, 4, 16, 64]
     base = BackendConfig(backend="hf", model="smollm2-135m-instruct", max_tokens=max_new, endpoint="completions")
     backend = HFBackend(base, log=lambda *_: None)
-    backend._load()
+    backend.load()
     rows = []
     print(f"\n2. hf backend output tokens/s by batch size ({backend.device}, {backend._dtype}, {max_new} new tokens, "
           "48-word OpenWebText prompts)")

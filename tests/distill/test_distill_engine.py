@@ -190,3 +190,18 @@ def test_estimate_counts_only_what_is_not_stored(fake, tmp_path):
     assert est["stored"] == 2 and est["to_send"] == 4 and len(fake.messages) == n
     assert est["max_completion_tokens"] == 16
     assert est["max_cost_usd"] == pytest.approx((est["prompt_tokens"] * 0.25 + 16 * 1.25) / 1e6, abs=1e-4)
+
+
+def test_vllm_backend_missing_package_is_named():
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("vllm is installed here")
+    from nift.distill.backends import make_backend
+    from nift.errors import NiftError
+
+    with pytest.raises(NiftError, match=r"'vllm' is needed for the vllm backend.*nift\[gpu\]"):
+        make_backend(BackendConfig(backend="vllm"))

@@ -35,23 +35,10 @@ def write_rows():
 
 @pytest.fixture(scope="session")
 def tiny_model(smollm2, tmp_path_factory) -> str:
-    """A 2-layer, 32-wide Llama, randomly initialised (seed 0), saved with SmolLM2's tokenizer. Its weights are drawn
-    wider than usual (std 0.2) so that a few LoRA steps visibly move its logits."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A 2-layer, 32-wide Llama, randomly initialised (seed 0), saved with SmolLM2's tokenizer."""
+    from helpers.models import save_tiny_llama
 
-    from nift.models import load_tokenizer
-
-    out = tmp_path_factory.mktemp("tiny-llama")
-    tok = load_tokenizer(smollm2)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
-                      initializer_range=0.2)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2)
 
 
 @pytest.fixture

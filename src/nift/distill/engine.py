@@ -515,6 +515,8 @@ def run_requests(
                 results[i] = replace(res, id=i, cached=True)
                 summary.cached += 1
         pending = [it for k, it in items.items() if k not in stored]
+        if pending and isinstance(backend, LocalBackend):
+            backend.load()
         bar = _Progress(len(id_key), summary.cached, progress and bool(pending),
                         desc or f"{cfg.backend}:{cfg.model}")
         run = _Run(cfg, backend, store, price, budget_usd, summary, results, bar, log)

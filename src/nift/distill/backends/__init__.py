@@ -142,6 +142,9 @@ class LocalBackend(Backend):
     kind = "local"
     exact_tokens = True
 
+    def load(self) -> None:
+        """Load the weights (the engine calls this before its progress bar starts, and only if work remains)."""
+
     def generate(self, payloads: list[dict[str, Any]]) -> list[Result]:
         raise NotImplementedError
 

@@ -111,7 +111,7 @@ class HFBackend(TokenizerBackend):
         self._eos: set[int] | None = None
         self._pad: int | None = None
 
-    def _load(self) -> None:
+    def load(self) -> None:
         if self.model is None:
             from nift import models
 
@@ -128,7 +128,7 @@ class HFBackend(TokenizerBackend):
 
     def generate(self, payloads: list[dict[str, Any]]) -> list[Result]:
         """One batch; all payloads share max_tokens, temperature and stop (the engine groups them so)."""
-        self._load()
+        self.load()
         torch = self._torch
         from transformers import GenerationConfig
 

@@ -65,6 +65,10 @@ class TeacherWorker:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()[:8],
                 "extra_params": self.backend.extra_params(), "device": getattr(self.backend, "device", "cuda")}
 
+    def load(self) -> int:
+        self.backend.load()
+        return os.getpid()
+
     def generate(self, payloads: list[dict[str, Any]]) -> tuple[int, list[Result]]:
         return os.getpid(), self.backend.generate(payloads)
 
@@ -189,6 +193,19 @@ class RayPoolBackend(TokenizerBackend):
                           cpus_per_worker=per_cpu)
         for k, i in enumerate(infos):
             self.log(f"[ray] worker {k} ready on node {i['node']} (pid {i['pid']}, {i['device']})")
+
+    def load(self) -> None:
+        """Start the workers and load a model copy on each (the engine calls this before its progress bar, and only
+        when something is left to generate)."""
+        self._start()
+        ray = _ray()
+        try:
+            ray.get([w.load.remote() for w in self._workers])
+        except ray.exceptions.RayError as e:
+            self.close()
+            raise NiftError(f"a Ray worker could not load the {self.cfg.backend} teacher {self.cfg.model!r}: "
+                            f"{_cause(e)}") from None
+        self.log(f"[ray] {len(self._workers)} model copies loaded")
 
     # ----------------------------------------------------------------------------------------- the pool
 

@@ -45,7 +45,7 @@ class VLLMBackend(TokenizerBackend):
     def extra_params(self) -> dict[str, Any]:
         return {"dtype": self._dtype}
 
-    def _load(self) -> None:
+    def load(self) -> None:
         if self._llm is not None:
             return
         ref = self._ref
@@ -62,7 +62,7 @@ class VLLMBackend(TokenizerBackend):
 
     def generate(self, payloads: list[dict[str, Any]]) -> list[Result]:
         """One chunk; all payloads share max_tokens, temperature and stop (the engine groups them so)."""
-        self._load()
+        self.load()
         p0 = payloads[0]
         params = self._vllm.SamplingParams(
             temperature=p0["temperature"], max_tokens=p0["max_tokens"], stop=p0["stop"] or None, seed=0,

