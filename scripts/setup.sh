@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Create or update the project's virtual environment (.venv) with the tested versions (constraints.txt).
 # Idempotent: a stamp of pyproject.toml + constraints.txt skips the install when nothing changed.
-# Run as: bash scripts/setup.sh [EXTRAS]   (default extras: api,eval,train,dev)
+# Run as: bash scripts/setup.sh [EXTRAS]   (default extras: api,eval,train,ray,dev; ray for the Ray distillation test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-api,eval,train,dev}"
+extras="${1:-api,eval,train,ray,dev}"
 py="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv

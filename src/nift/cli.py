@@ -217,6 +217,21 @@ def build_parser() -> argparse.ArgumentParser:
     mp.set_defaults(handler=_models_pull)
     m.set_defaults(handler=lambda a: m.print_help() or 0)
 
+    c = sub.add_parser("cache", help="inspect and merge request stores (distill/cache.sqlite)",
+                       description="Request stores hold every teacher/judge result by request hash. Stores written "
+                       "by machines that distilled different shards (--shard I/N) merge into one; a run pointed at "
+                       "it (--cache FILE) then sends nothing already there.")
+    csub = c.add_subparsers(dest="cache_command", metavar="ACTION")
+    cm = csub.add_parser("merge", help="copy the results of other stores into one (never replacing a result)")
+    cm.add_argument("into", metavar="INTO", help="the store to merge into (created if missing)")
+    cm.add_argument("sources", nargs="+", metavar="FROM", help="stores to copy from (left unchanged)")
+    cm.set_defaults(handler=_cache_merge)
+    ci = csub.add_parser("info", help="results per backend and model, batch records per state")
+    ci.add_argument("paths", nargs="+", metavar="FILE", help="request stores")
+    ci.add_argument("--json", action="store_true", help="print JSON (default: off)")
+    ci.set_defaults(handler=_cache_info)
+    c.set_defaults(handler=lambda a: c.print_help() or 0)
+
     a = sub.add_parser("accelerate-config", help="print the path of a shipped accelerate config for `nift train`",
                        description="accelerate configs for multi-GPU training, shipped inside nift. Use as: "
                        "accelerate launch --config_file \"$(nift accelerate-config ddp)\" --num_processes 8 "
@@ -310,6 +325,30 @@ def _models_pull(args: argparse.Namespace) -> int:
 
     for name in args.names:
         pull(name)
+    return 0
+
+
+def _cache_merge(args: argparse.Namespace) -> int:
+    from nift.distill.store import merge_stores
+
+    for r in merge_stores(args.into, args.sources):
+        print(f"{r['source']}: {r['results']} results, {r['added']} added, {r['already_there']} already in "
+              f"{args.into}; {r['batches_added']} batch records added")
+    return 0
+
+
+def _cache_info(args: argparse.Namespace) -> int:
+    from nift.distill.store import describe_store
+
+    infos = [describe_store(p) for p in args.paths]
+    if args.json:
+        print(json.dumps(infos, indent=2))
+        return 0
+    for info in infos:
+        print(f"{info['path']}: {info['results']} results" + (f"; batches {info['batches']}" if info["batches"]
+                                                               else ""))
+        for m in info["by_model"]:
+            print(f"  {m['backend']:16} {m['model']:40} {m['results']}")
     return 0
 
 

@@ -211,6 +211,10 @@ class BackendConfig(BaseModel):
         "with jitter, honouring retry-after); other 4xx errors are not retried.",
     )
     batch_size: int = volatile(default=16, ge=1, description="hf/vllm: prompts generated together.")
+    tensor_parallel: int = volatile(
+        default=1, ge=1, description="vllm: GPUs that hold one copy of the model (tensor parallelism); a 70B teacher "
+        "in bf16 needs at least 2 GPUs of 80 GB (4 leave room for a large KV cache).",
+    )
     device: str | None = volatile(default=None, description="hf: torch device (cpu, cuda, cuda:1); null = CUDA if "
                                   "available, else CPU.")
     poll_interval_s: float = volatile(default=30.0, gt=0, description="Batch APIs: seconds between status polls.")
@@ -218,6 +222,35 @@ class BackendConfig(BaseModel):
         default=None, ge=1, description="Batch APIs: requests per batch; null = the provider's limit "
         "(OpenAI 50,000 / 200 MB, Anthropic 100,000 / 256 MB).",
     )
+
+
+class RayConfig(BaseModel):
+    """Spread an in-process teacher (hf, vllm) over a Ray cluster: one Ray actor per model copy, each result stored
+    by the driver the moment its chunk returns; Ray restarts a worker that dies and re-runs its unfinished chunk."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    address: str | None = Field(
+        None, description="null = no Ray (one process); 'local' = start a Ray cluster on this machine; 'auto' = join "
+        "the cluster this machine belongs to (`ray start --head` on one node, `ray start --address HEAD:6379` on the "
+        "others); HOST:PORT = that cluster's GCS; ray://HOST:10001 = Ray Client.",
+    )
+    workers: int | None = Field(
+        None, ge=1, description="Model copies (Ray actors); null = as many as the cluster holds: its GPUs / "
+        "gpus_per_worker, or on a cluster without GPUs its CPUs / cpus_per_worker.",
+    )
+    gpus_per_worker: float | None = Field(
+        None, ge=0, description="GPUs per model copy; null = teacher.tensor_parallel (vllm) or 1 (hf) on a cluster "
+        "with GPUs, 0 (CPU workers) on one without.",
+    )
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPU cores per model copy (CPU workers use that many "
+                                   "threads).")
+    max_restarts: int = Field(
+        3, ge=0, description="Times Ray restarts a worker that dies (its unfinished chunk is re-run on the new one); "
+        "a worker that dies more often is dropped and its chunks go to the others.",
+    )
+    local_cpus: int | None = Field(None, ge=1, description="address=local: CPU cores the local cluster may use; "
+                                   "null = all.")
 
 
 class DistillConfig(StageConfig):
@@ -233,6 +266,12 @@ class DistillConfig(StageConfig):
     limit: int | None = Field(
         None, ge=1, description="Distill only the first N prepared prompts (prepare's order makes these a nested "
         "subsample); null = all.",
+    )
+    shard: str | None = Field(
+        None, pattern=r"^\d+/\d+$", description="I/N: distill only the I-th (0-based) of N equal contiguous "
+        "ranges of the prompts, to split a run over N machines; copy their stores together with `nift cache merge` "
+        "and run once more without --shard to assemble the whole output, nothing sent again (docs/scaling.md). "
+        "null = all.",
     )
     on_empty_prompt: Literal["skip", "error"] = Field(
         "skip", description="An empty or blank prompt: skip it (counted in the manifest) or stop with an error.",
@@ -251,6 +290,20 @@ class DistillConfig(StageConfig):
     cache: str | None = volatile(
         default=None, description="Request store (SQLite); null = run_dir/distill/cache.sqlite. Point several runs "
         "at one file to share results.",
+    )
+    @field_validator("shard")
+    @classmethod
+    def _shard_in_range(cls, v: str | None) -> str | None:
+        if v is not None:
+            i, n = (int(x) for x in v.split("/"))
+            if n < 1 or i >= n:
+                raise ValueError(f"shard {v}: needs 0 <= I < N (e.g. 0/4 .. 3/4)")
+        return v
+
+    ray: RayConfig = volatile(
+        default_factory=RayConfig, description="Distributed generation on a Ray cluster for the hf and vllm teachers "
+        "(--ray.address local|auto|HOST:PORT); results go to the same store as they complete, so a worker or driver "
+        "that dies loses nothing stored",
     )
     progress: bool = volatile(default=True, description="Show a progress bar.")
 

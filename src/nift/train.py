@@ -1,7 +1,7 @@
 """`nift train`: fine-tune a student on prompt -> continuation pairs (the paper's §3 and Appendix A).
 
 Run as: nift train --run-dir runs/x [--data distill|audit|reference|FILE] [--model NAME] [--max-steps N]
-   or:  accelerate launch --config_file "$(nift train-config ddp)" -m nift.cli train --run-dir runs/x ...
+   or:  accelerate launch --config_file "$(nift accelerate-config ddp)" -m nift.cli train --run-dir runs/x ...
    or:  torchrun --nproc_per_node 8 -m nift.cli train --run-dir runs/x ...
 
 The loop is transformers' `Trainer` with two changes, both in `CompletionTrainer`: the loss is the cross-entropy of
@@ -492,6 +492,7 @@ def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Pat
     )
     if not cfg.progress:
         trainer.remove_callback(PrinterCallback)
+    _check_launcher(trainer, say)
     trainer.train(resume_from_checkpoint=resume)
     eval_loss = trainer.evaluate()["eval_loss"] if has_eval else None
 
@@ -512,6 +513,8 @@ def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Pat
         "eval_loss": eval_loss, "tokens_seen": trainer.state.num_input_tokens_seen,
         "effective_batch": effective, "world_size": procs.world, "precision": precision, "packing": packed,
         "device": device, "resumed_from": resume,
+        # What accelerate set up from the launcher's config: NO, MULTI_GPU or MULTI_CPU (DDP), FSDP, DEEPSPEED.
+        "distributed": str(getattr(dist_type := trainer.accelerator.distributed_type, "value", dist_type)),
     }
     meta = _metadata(cfg, mref, tok, encoder, spec, fingerprints, model, precision, accum, effective, procs,
                      packed, stats, out_name)
@@ -519,6 +522,17 @@ def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Pat
     plot_loss(log_path, stage_dir / PLOT, title=f"{cfg.model} · {cfg.data} · effective batch {effective}")
     stats["wall_s"] = round(train_time, 1)
     return stats
+
+
+def _check_launcher(trainer: Any, say) -> None:
+    """Say so when accelerate did not set up what the launcher's config asked for: it runs FSDP only on GPUs, and
+    on CPUs quietly falls back to DDP."""
+    got = str(getattr(trainer.accelerator.distributed_type, "value", trainer.accelerator.distributed_type))
+    for env, wanted in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED")):
+        if os.environ.get(env, "").lower() == "true" and got != wanted:
+            say(f"[train] note: the accelerate config asks for {wanted} but accelerate set up {got} on this "
+                f"{'CPU' if trainer.args.device.type == 'cpu' else 'device'}: the model is replicated, not sharded "
+                "(accelerate shards with FSDP on GPUs only)")
 
 
 def _packing_ok(model: Any, device: str, say) -> bool:
@@ -606,7 +620,8 @@ def _metadata(cfg: TrainConfig, mref: ModelRef, tok: Any, encoder: TemplateEncod
             "epochs": cfg.epochs, "max_steps": cfg.max_steps, "steps": stats["steps"], "lr": cfg.lr,
             "lr_scheduler": cfg.lr_scheduler, "warmup_ratio": cfg.warmup_ratio, "weight_decay": cfg.weight_decay,
             "max_grad_norm": cfg.max_grad_norm, "per_device_batch_size": cfg.per_device_batch_size,
-            "grad_accum": accum, "world_size": procs.world, "effective_batch": effective,
+            "grad_accum": accum, "world_size": procs.world, "distributed": stats["distributed"],
+            "effective_batch": effective,
             "max_length": cfg.max_length, "truncation": cfg.truncation, "precision": precision,
             "gradient_checkpointing": cfg.gradient_checkpointing, "packing": packed, "seed": cfg.seed,
             "eval_fraction": cfg.eval_fraction, "optimizer": "adamw_torch",

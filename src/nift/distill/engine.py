@@ -327,18 +327,26 @@ class _Run:
         for it in items:
             p = it.payload
             groups.setdefault((p["max_tokens"], p["temperature"], tuple(p["stop"])), []).append(it)
+        size = getattr(backend, "chunk_size", self.cfg.batch_size)
+        chunks: list[list[_Item]] = []
         for group in groups.values():
             # Longest first: similar lengths share a batch (little padding), and an out-of-memory shows at once.
             order = sorted(group, key=lambda it: -backend.sort_key(it.payload))
-            size = getattr(backend, "chunk_size", self.cfg.batch_size)
-            for start in range(0, len(order), size):
-                chunk = order[start:start + size]
-                outs = backend.generate([it.payload for it in chunk])
-                rows = []
-                for it, res in zip(chunk, outs, strict=True):
-                    self.finish(it, res, persist=False)
-                    rows.append((it.key, self.cfg.backend, self.cfg.model, self.results[it.ids[0]]))
-                self.store.put_many(rows)
+            chunks += [order[start:start + size] for start in range(0, len(order), size)]
+        # One process generates the chunks in order; a Ray pool hands them back as its workers finish them. Either
+        # way each chunk is committed the moment it returns, and only here.
+        for index, outs in backend.generate_chunks([[it.payload for it in c] for c in chunks]):
+            chunk = chunks[index]
+            if isinstance(outs, BaseException):
+                for it in chunk:
+                    it.attempts += 1
+                    self.fail(it, outs)
+                continue
+            rows = []
+            for it, res in zip(chunk, outs, strict=True):
+                self.finish(it, res, persist=False)
+                rows.append((it.key, self.cfg.backend, self.cfg.model, self.results[it.ids[0]]))
+            self.store.put_many(rows)
 
     # ------------------------------------------------------------------------------------------- batch
 

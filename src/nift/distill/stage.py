@@ -59,6 +59,21 @@ def read_prompts(prep_dir: Path, limit: int | None, on_empty: str) -> tuple[list
     return rows, empty
 
 
+def shard_rows(rows: list[dict[str, Any]], shard: str) -> list[dict[str, Any]]:
+    """The I-th of N equal contiguous ranges of `rows` ("I/N"); the N shards together are every row once."""
+    i, n = (int(x) for x in shard.split("/"))
+    return rows[len(rows) * i // n:len(rows) * (i + 1) // n]
+
+
+def _backend(cfg: DistillConfig, log) -> Any:
+    """The Ray pool when --ray.address is set; else None (the engine makes the teacher's own backend)."""
+    if not cfg.ray.address:
+        return None
+    from nift.distill.backends.ray_pool import RayPoolBackend
+
+    return RayPoolBackend(cfg.teacher, cfg.ray, log=log)
+
+
 def _requests(cfg: DistillConfig, rows: list[dict[str, Any]]) -> list[Request]:
     from nift.distill import text_request
 
@@ -71,19 +86,26 @@ def run(cfg: DistillConfig, run_dir: str | Path, force: bool = False, log=print)
     prep_dir = run_dir / "prepare"
     manifest_hash(prep_dir)  # a clear error when prepare has not run
     rows, empty = read_prompts(prep_dir, cfg.limit, cfg.on_empty_prompt)
+    if cfg.shard:
+        rows = shard_rows(rows, cfg.shard)
+        log(f"[distill] shard {cfg.shard}: prompts {rows[0]['id'] if rows else '-'} .. "
+            f"{rows[-1]['id'] if rows else '-'} ({len(rows)})")
     stage_dir = run_dir / "distill"
     store_path = Path(cfg.cache) if cfg.cache else stage_dir / CACHE
     teacher = f"{cfg.teacher.backend}:{cfg.teacher.model}"
 
     if cfg.dry_run:
-        est = estimate_requests(cfg.teacher, _requests(cfg, rows), store_path, log=log)
+        est = estimate_requests(cfg.teacher, _requests(cfg, rows), store_path, log=log, backend=_backend(cfg, log))
         est["empty_prompts"] = len(empty)
         log(format_estimate(est, cfg.budget_usd))
         return est
 
     def body(ctx: StageContext) -> None:
+        backend = _backend(cfg, log)
         results = run_requests(cfg.teacher, _requests(cfg, rows), store_path, budget_usd=cfg.budget_usd,
-                               progress=cfg.progress, log=log, desc=f"distill {teacher}")
+                               progress=cfg.progress, log=log, desc=f"distill {teacher}", backend=backend)
+        if backend is not None:
+            ctx.stats["ray"] = backend.stats
         s = results.summary
         if s.stopped == "budget":
             raise BudgetReached(

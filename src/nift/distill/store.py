@@ -13,11 +13,13 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from nift.config import hash_obj
 from nift.distill.types import Result
+from nift.errors import InputError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -145,3 +147,64 @@ class Store:
                                     "ORDER BY created_at").fetchall()
         return [{"local_id": r[0], "backend": r[1], "batch_id": r[2], "state": r[3], "n": len(json.loads(r[4])),
                  "info": json.loads(r[5])} for r in rows]
+
+
+# ------------------------------------------------------------------------------------------------ several stores
+
+
+def _check_store(path: Path) -> None:
+    if not path.is_file():
+        raise InputError(f"{path}: no such request store")
+    try:
+        with closing(sqlite3.connect(str(path))) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as e:
+        raise InputError(f"{path}: not a SQLite file ({e})") from None
+    if "results" not in tables:
+        raise InputError(f"{path}: not a nift request store (it has no results table)")
+
+
+def merge_stores(target: str | Path, sources: list[str | Path]) -> list[dict[str, Any]]:
+    """Copy every result (and batch record) of `sources` into `target`, never replacing one already there: how the
+    stores of machines that distilled different shards become one. Returns per source what was added."""
+    target = Path(target)
+    report = []
+    with Store(target) as store:
+        for src in map(Path, sources):
+            _check_store(src)
+            if src.resolve() == target.resolve():
+                raise InputError(f"{src}: is the target store itself")
+            with store._lock:
+                db = store._db
+                db.execute("ATTACH DATABASE ? AS src", (str(src),))
+                try:
+                    db.execute("BEGIN")
+                    n_src = db.execute("SELECT COUNT(*) FROM src.results").fetchone()[0]
+                    added = db.execute("INSERT OR IGNORE INTO results (key, backend, model, result, created_at) "
+                                       "SELECT key, backend, model, result, created_at FROM src.results").rowcount
+                    has_batches = db.execute("SELECT COUNT(*) FROM src.sqlite_master WHERE type = 'table' AND "
+                                             "name = 'batches'").fetchone()[0]
+                    batches = db.execute("INSERT OR IGNORE INTO batches SELECT * FROM src.batches").rowcount \
+                        if has_batches else 0
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                finally:
+                    db.execute("DETACH DATABASE src")
+            report.append({"source": str(src), "results": n_src, "added": added, "already_there": n_src - added,
+                           "batches_added": batches})
+    return report
+
+
+def describe_store(path: str | Path) -> dict[str, Any]:
+    """Results per backend and model, and batch records per state (for `nift cache info`)."""
+    path = Path(path)
+    _check_store(path)
+    with closing(sqlite3.connect(str(path))) as db:
+        models = [{"backend": b, "model": m, "results": n} for b, m, n in db.execute(
+            "SELECT backend, model, COUNT(*) FROM results GROUP BY backend, model ORDER BY backend, model")]
+        batches = dict(db.execute("SELECT state, COUNT(*) FROM batches GROUP BY state").fetchall()) \
+            if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'batches'").fetchone()[0] else {}
+    return {"path": str(path), "results": sum(m["results"] for m in models), "by_model": models,
+            "batches": batches}

@@ -5,7 +5,9 @@ Three kinds, one per way of talking to a model; the engine drives each:
 - `OnlineBackend` (openai, anthropic): `async acall(payload) -> Result` per request; the engine adds concurrency,
   rate limits, retries and timeouts. Raise `RetryableError` (429/5xx/timeout/dropped connection/garbled reply),
   `RequestFailed` (a 4xx for this request) or `BackendAbort` (every request would fail: key, model, permission).
-- `LocalBackend` (hf, vllm): `generate(payloads) -> [Result]` for one batch; the engine buckets by length.
+- `LocalBackend` (hf, vllm): `generate(payloads) -> [Result]` for one batch; the engine buckets by length and
+  stores each chunk as `generate_chunks` yields it (in order here; `ray_pool.RayPoolBackend` spreads the chunks over
+  a Ray cluster and yields them as they finish).
 - `BatchBackend` (openai-batch, anthropic-batch): `submit`, `poll`, `download`; the engine records every batch
   in the store before and after submission so a crash resumes from the provider's batch id.
 
@@ -145,6 +147,14 @@ class LocalBackend(Backend):
 
     def generate(self, payloads: list[dict[str, Any]]) -> list[Result]:
         raise NotImplementedError
+
+    def generate_chunks(
+        self, chunks: list[list[dict[str, Any]]],
+    ) -> Iterator[tuple[int, list[Result] | Exception]]:
+        """(chunk index, its results) as each chunk is done, in any order; the engine stores each one at once. An
+        exception in place of the results fails that chunk's requests (a Ray pool that lost it too often)."""
+        for i, chunk in enumerate(chunks):
+            yield i, self.generate(chunk)
 
     def sort_key(self, payload: dict[str, Any]) -> int:
         """Length used to bucket prompts of similar length together (less padding)."""

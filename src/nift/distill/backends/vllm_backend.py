@@ -53,6 +53,9 @@ class VLLMBackend(TokenizerBackend):
         kwargs: dict[str, Any] = {"model": model, "tokenizer": ref.path, "dtype": self._dtype, "seed": 0}
         if self.cfg.context_tokens:
             kwargs["max_model_len"] = self.cfg.context_tokens
+        if self.cfg.tensor_parallel > 1:
+            # Worker processes of its own on the GPUs this process sees (also inside a Ray actor that owns them).
+            kwargs.update(tensor_parallel_size=self.cfg.tensor_parallel, distributed_executor_backend="mp")
         if self.cfg.device and self.cfg.device.startswith("cuda:"):
             self.log("note: vllm picks GPUs through CUDA_VISIBLE_DEVICES; --teacher.device is ignored")
         self._llm = self._vllm.LLM(**kwargs)
