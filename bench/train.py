@@ -4,12 +4,13 @@ Run as: python bench/train.py [--examples 64] [--threads 1] [--arms trl nift nif
 
 Same student (SmolLM2-135M on CPU), same real continuations, same hyperparameters (LoRA r 8 / alpha 16 / dropout 0
 on all linear layers, per-device batch 8 x grad-accum 4, lr 5e-5 cosine, max length 1024, bf16 autocast, gradient
-checkpointing, seed 42), each arm in a fresh process, one after the other:
+checkpointing, seed 42), each arm in a fresh process; trl and nift run at the same time (one thread each) so that
+both see the same load on a shared machine, nift-padded after them:
 
 - trl: `SFTTrainer` on a prompt/completion dataset with its defaults: pad to the longest example of each batch, no
   packing, no padding-free; the model loaded the plain way (`from_pretrained(path)`, fp32 weights).
-- nift: `nift train` with its defaults (frozen base stored in bf16, padding-free packing without cross-example
-  attention, the output head only at completion positions).
+- nift: `nift train` with its defaults (frozen base stored in bf16, padding-free packing with attention per
+  example, the output head only at completion positions).
 - nift-padded: `nift train --no-packing`, to show what packing alone is worth.
 
 Data: no distill output exists on this machine, so the pairs are real OpenWebText documents from
@@ -193,6 +194,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads per arm (1: steadier on a shared machine; both arms get the same)")
     ap.add_argument("--arms", nargs="+", default=["trl", "nift", "nift-padded"])
+    ap.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=True,
+                    help="run trl and nift at the same time (same machine load); --no-parallel: one after another")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -213,14 +216,20 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     results = {}
-    for arm in a.arms:
-        print(f"running {arm} ...", flush=True)
-        p = subprocess.run([sys.executable, __file__, "--child", arm, "--data", str(data), "--out",
-                            str(tmp / arm), "--threads", str(a.threads)], env=env, capture_output=True, text=True)
-        line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
-        if p.returncode or not line:
-            sys.exit(f"{arm} failed:\n{p.stderr[-3000:]}")
-        results[arm] = json.loads(line[-1][7:])
+    # trl and nift run at the same time, one thread each, so that both see the same load from anything else on the
+    # machine; the first to finish leaves the other more CPU for its last steps, which favours the slower one.
+    groups = [[x for x in a.arms if x in ("trl", "nift")], [x for x in a.arms if x not in ("trl", "nift")]]
+    for group in [g for g in groups if g] if a.parallel else [[x] for x in a.arms]:
+        print(f"running {' + '.join(group)} ...", flush=True)
+        procs = {arm: subprocess.Popen([sys.executable, __file__, "--child", arm, "--data", str(data), "--out",
+                                        str(tmp / arm), "--threads", str(a.threads)], env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for arm in group}
+        for arm, p in procs.items():
+            out, err = p.communicate()
+            line = [x for x in out.splitlines() if x.startswith("RESULT ")]
+            if p.returncode or not line:
+                sys.exit(f"{arm} failed:\n{err[-3000:]}")
+            results[arm] = json.loads(line[-1][7:])
 
     import torch
 

@@ -9,6 +9,10 @@ one long row would cost attention over the sum of the lengths squared, so exampl
 most `max_length` tokens (first-fit decreasing) and rows are padded with a separate dummy segment: nearly no padding
 and no attention wasted across examples.
 
+With transformers' sdpa (the default), `use_segment_attention` goes further: attention runs per example
+(`segment_attention`), so it costs what separate examples would, and the whole micro-batch can be one row without
+any padding.
+
 `packing_works` checks the model actually honours it (an architecture that ignores `position_ids` would silently let
 examples see each other): it compares packed and separate forward passes once, before training.
 """
@@ -16,6 +20,7 @@ examples see each other): it compares packed and separate forward passes once, b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from nift.templates import IGNORE
@@ -111,3 +116,54 @@ def packing_works(model: Any, device: Any) -> tuple[bool, float, float]:
     d_packed = (packed - alone).abs().max().item()
     d_context = (after - alone).abs().max().item()
     return d_packed <= 0.1 * d_context and d_context > 0, d_packed, d_context
+
+
+# ------------------------------------------------------------------------------------- per-example attention
+
+SEGMENT_ATTENTION = "nift_segments"
+
+
+def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+                      scaling: float | None = None, **kwargs: Any) -> tuple[Any, None]:
+    """Attention for packed rows, one example at a time: sdpa with `is_causal` on each example's span.
+
+    With a block-diagonal mask the sdpa kernels still compute every block of the row (cost: row length squared); per
+    example the cost is the sum of the squared example lengths, halved again by causal block skipping. The span
+    boundaries come from the position ids (a new example wherever they do not count up by one), exactly as
+    transformers finds packed sequences. Anything else (a mask, a cache) goes to transformers' own sdpa."""
+    import torch
+    import torch.nn.functional as F
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    pos = kwargs.get("position_ids")
+    if attention_mask is not None or pos is None or query.shape[2] != key.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    pos = pos.expand(query.shape[0], -1)
+    gqa = query.shape[1] != key.shape[1]
+    p = dropout if module.training else 0.0
+    rows = []
+    for b in range(query.shape[0]):
+        starts = [0, *((torch.diff(pos[b]) != 1).nonzero().flatten() + 1).tolist(), query.shape[2]]
+        rows.append(torch.cat([
+            F.scaled_dot_product_attention(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e],
+                                           dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa)
+            for s, e in pairwise(starts) if e > s], dim=2))
+    return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
+
+
+def use_segment_attention(model: Any) -> bool:
+    """Switch a model that uses transformers' sdpa to per-example attention for packed rows. Not for sliding-window
+    or soft-capped attention (those keep the mask-based kernels). Returns whether it switched."""
+    from transformers import AttentionInterface
+
+    config = model.config
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    sliding = getattr(config, "sliding_window", None) or "sliding_attention" in (getattr(config, "layer_types", None)
+                                                                                  or [])
+    if sliding or getattr(config, "attn_logit_softcapping", None):
+        return False
+    AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
+    model.set_attn_implementation(SEGMENT_ATTENTION)
+    return model.config._attn_implementation == SEGMENT_ATTENTION

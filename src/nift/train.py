@@ -38,7 +38,7 @@ from nift.artifacts import StageContext, atomic_open, run_stage, sha256_file, wr
 from nift.config import TrainConfig, hash_obj
 from nift.errors import ConfigError, InputError, NiftError, missing_package
 from nift.models import ModelRef, load_tokenizer, resolve, tokenizer_hash
-from nift.packing import PackedCollator, PaddedCollator, packing_works
+from nift.packing import PackedCollator, PaddedCollator, packing_works, use_segment_attention
 from nift.templates import IGNORE, TemplateEncoder, check_template, resolve_eos, resolve_pad
 from nift.train_data import DataSpec, load_examples, resolve_source, split_eval
 
@@ -293,7 +293,7 @@ class _ScoredPositions:
         return (hidden.reshape(-1, hidden.shape[-1])[self.index].unsqueeze(0), *args[1:])
 
 
-def completion_ce_sum(logits: Any, targets: Any, max_elements: int = 1 << 26) -> Any:
+def completion_ce_sum(logits: Any, targets: Any, max_elements: int = 1 << 24) -> Any:
     """Summed cross-entropy in fp32, in chunks recomputed in the backward pass, so at most `max_elements` fp32
     logits exist at a time (the vocabulary of Gemma-3 is 262k)."""
     import torch
@@ -412,26 +412,16 @@ def _encode(enc: TemplateEncoder, convs: list, truncation: str, skipped: Counter
     return feats, {"prompt_tokens": prompt_toks, "completion_tokens": completion_toks, "truncated": truncated}
 
 
-def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Path, resume: str | None,
-           procs: Processes, fingerprints: dict[str, str], say) -> dict[str, Any]:
-    from transformers import PrinterCallback, TrainingArguments
-
-    t0 = time.perf_counter()
-    device = _device(cfg, procs)
-    precision = resolve_precision(cfg.precision, device)
-    mref = _resolve_model(cfg.model, procs, say)
-    tok = load_tokenizer(mref, log=say)
-    eos = resolve_eos(tok, cfg.eos_token, cfg.model)
-    pad_id = resolve_pad(tok, eos[1], say)
-    encoder = TemplateEncoder(tok, cfg.template, eos, cfg.max_length, cfg.system_prompt, cfg.model)
-
+def _load_data(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, encoder: TemplateEncoder, say
+               ) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """Token ids and labels of the training and held-out examples, and what was skipped or truncated."""
     convs, skipped = load_examples(spec, run_dir, cfg.data_format, cfg.prompt_field, cfg.completion_field,
                                    cfg.max_examples)
     where = spec.file or spec.stage_inputs.get(spec.source, "")
     if not convs:
         raise InputError(f"no training examples in {where} (skipped: {dict(skipped) or 'none'})")
     train_convs, eval_convs = split_eval(convs, cfg.eval_fraction, cfg.eval_max, cfg.seed)
-    train_feats, tstats = _encode(encoder, train_convs, cfg.truncation, skipped)
+    train_feats, stats = _encode(encoder, train_convs, cfg.truncation, skipped)
     eval_feats, _ = _encode(encoder, eval_convs, cfg.truncation, Counter())
     if not train_feats:
         raise InputError(f"every example in {where} has a completion longer than --max-length {cfg.max_length} "
@@ -439,20 +429,24 @@ def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Pat
     if skipped.get("completion_longer_than_max_length"):
         say(f"[train] {skipped['completion_longer_than_max_length']} examples dropped: their completion alone does "
             f"not fit in --max-length {cfg.max_length}")
+    return train_feats, eval_feats, {"skipped": dict(skipped), **stats}
 
-    per_step = cfg.per_device_batch_size * procs.world
-    accum = cfg.grad_accum
-    if cfg.effective_batch is not None:
-        if cfg.effective_batch % per_step:
-            raise ConfigError(f"--effective-batch {cfg.effective_batch} is not a multiple of per-device batch "
-                              f"{cfg.per_device_batch_size} x {procs.world} processes")
-        accum = cfg.effective_batch // per_step
-    effective = per_step * accum
 
-    has_eval = bool(eval_feats)
-    # Before the model is loaded: under DeepSpeed ZeRO-3 the arguments set up zero.Init, which shards the weights
-    # as they load.
-    args = TrainingArguments(
+def _accumulation(cfg: TrainConfig, world: int) -> tuple[int, int]:
+    """(gradient accumulation steps, effective batch), from --grad-accum or --effective-batch."""
+    per_step = cfg.per_device_batch_size * world
+    if cfg.effective_batch is None:
+        return cfg.grad_accum, per_step * cfg.grad_accum
+    if cfg.effective_batch % per_step:
+        raise ConfigError(f"--effective-batch {cfg.effective_batch} is not a multiple of per-device batch "
+                          f"{cfg.per_device_batch_size} x {world} processes")
+    return cfg.effective_batch // per_step, cfg.effective_batch
+
+
+def _training_args(cfg: TrainConfig, stage_dir: Path, device: str, precision: str, accum: int, has_eval: bool):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=str(stage_dir / CHECKPOINTS), per_device_train_batch_size=cfg.per_device_batch_size,
         per_device_eval_batch_size=cfg.per_device_batch_size, gradient_accumulation_steps=accum,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, learning_rate=cfg.lr,
@@ -466,11 +460,39 @@ def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Pat
         remove_unused_columns=False, prediction_loss_only=True, label_names=["labels"],
         ddp_find_unused_parameters=False, dataloader_num_workers=0, use_cpu=device == "cpu",
     )
+
+
+def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Path, resume: str | None,
+           procs: Processes, fingerprints: dict[str, str], say) -> dict[str, Any]:
+    from transformers import PrinterCallback
+
+    t0 = time.perf_counter()
+    device = _device(cfg, procs)
+    precision = resolve_precision(cfg.precision, device)
+    mref = _resolve_model(cfg.model, procs, say)
+    tok = load_tokenizer(mref, log=say)
+    eos = resolve_eos(tok, cfg.eos_token, cfg.model)
+    pad_id = resolve_pad(tok, eos[1], say)
+    encoder = TemplateEncoder(tok, cfg.template, eos, cfg.max_length, cfg.system_prompt, cfg.model)
+    train_feats, eval_feats, tstats = _load_data(cfg, spec, run_dir, encoder, say)
+    accum, effective = _accumulation(cfg, procs.world)
+    per_step = cfg.per_device_batch_size * procs.world
+    has_eval = bool(eval_feats)
+    # Before the model is loaded: under DeepSpeed ZeRO-3 the arguments set up zero.Init, which shards the weights
+    # as they load.
+    args = _training_args(cfg, stage_dir, device, precision, accum, has_eval)
     model = build_student(cfg, mref, device, precision)
     n_train, n_all = _count_params(model)
-    attn = getattr(model.config, "_attn_implementation", None) or "default"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    attn = getattr(base.config, "_attn_implementation", None) or "default"
+    segments = cfg.packing and use_segment_attention(base)
     packed = cfg.packing and procs.broadcast(_packing_ok(model, device, say) if procs.main else None)
-    capacity = None if attn.startswith("flash") else cfg.max_length
+    if segments and not packed:
+        base.set_attn_implementation(attn)
+        segments = False
+    # Per-example or variable-length attention: one row per micro-batch, no padding at all. Mask-based attention:
+    # rows of at most max_length, so no row costs more attention than the longest example could.
+    capacity = None if segments or attn.startswith("flash") else cfg.max_length
     collator = PackedCollator(pad_id, capacity) if packed else PaddedCollator(pad_id)
 
     steps_per_epoch = math.ceil(math.ceil(len(train_feats) / per_step) / accum)
@@ -482,8 +504,9 @@ def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Pat
         f"{procs.world} process{'es' if procs.world > 1 else ''}; the paper's: {PAPER_EFFECTIVE_BATCH} = 8 x 4 x 8 "
         f"GPUs (here: --effective-batch {PAPER_EFFECTIVE_BATCH} or --grad-accum "
         f"{max(1, PAPER_EFFECTIVE_BATCH // per_step)})")
-    say(f"[train] {device}, {precision}, attention {attn}, "
-        + (f"packing on (padding-free, rows of <= {capacity or 'all'} tokens)" if packed else "padding"))
+    say(f"[train] {device}, {precision}, attention {attn}{' per example' if segments else ''}, "
+        + (f"packing on (padding-free, {'one row' if capacity is None else f'rows of <= {capacity} tokens'} per "
+           "micro-batch)" if packed else "padding"))
 
     log_path = stage_dir / LOG
     trainer = _trainer_class()(
@@ -496,6 +519,8 @@ def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Pat
     trainer.train(resume_from_checkpoint=resume)
     eval_loss = trainer.evaluate()["eval_loss"] if has_eval else None
 
+    if segments:  # what is saved names transformers' own kernel
+        base.set_attn_implementation(attn)
     out_name = "model" if cfg.method == "full" else "adapter"
     out_dir = stage_dir / out_name
     trainer.save_model(str(out_dir))  # every process: FSDP / ZeRO-3 gather the weights
@@ -507,7 +532,7 @@ def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Pat
     train_time = time.perf_counter() - t0
     stats = {
         "output": out_name, "examples": {"train": len(train_feats), "eval": len(eval_feats)},
-        "skipped": dict(skipped), **tstats, "steps": trainer.state.global_step,
+        **tstats, "steps": trainer.state.global_step,
         "train_loss": _mean_logged_loss(trainer.state.log_history),
         "final_logged_loss": history[-1]["loss"] if history else None,
         "eval_loss": eval_loss, "tokens_seen": trainer.state.num_input_tokens_seen,

@@ -51,13 +51,13 @@ def toy_data(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def owt_pairs(owt_corpus, tmp_path_factory) -> Path:
-    """Real prompt -> continuation pairs from OpenWebText: the first 40 words and the 24 that follow."""
+    """Real prompt -> continuation pairs from OpenWebText: the first 32 words and the 16 that follow."""
     rows = []
     for line in owt_corpus.read_text(encoding="utf-8").splitlines():
         words = json.loads(line)["text"].split()
-        if len(words) >= 64:
-            rows.append({"id": f"owt{len(rows)}", "prompt": " ".join(words[:40]),
-                         "completion": " " + " ".join(words[40:64])})
+        if len(words) >= 48:
+            rows.append({"id": f"owt{len(rows)}", "prompt": " ".join(words[:32]),
+                         "completion": " " + " ".join(words[32:48])})
         if len(rows) == 64:
             break
     return write_jsonl(tmp_path_factory.mktemp("owt") / "pairs.jsonl", rows)

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nift.models import load_tokenizer
-from nift.packing import PackedCollator, PaddedCollator, first_fit_decreasing, packing_works
+from nift.packing import (
+    PackedCollator,
+    PaddedCollator,
+    first_fit_decreasing,
+    packing_works,
+    use_segment_attention,
+)
 from nift.templates import IGNORE, Conversation, TemplateEncoder, resolve_eos
 
 
@@ -77,9 +83,16 @@ def test_completion_loss_equals_transformers_loss_packed_or_padded(tiny, tmp_pat
             loss_one_row = trainer.compute_loss(model, dict(PackedCollator(pad_id=0, capacity=None)(feats))).item()
     finally:
         hook.remove()
+    assert use_segment_attention(model)  # per-example attention, as nift trains with sdpa
+    try:
+        with torch.no_grad():
+            loss_segments = trainer.compute_loss(model, dict(PackedCollator(pad_id=0, capacity=None)(feats))).item()
+    finally:
+        model.set_attn_implementation("sdpa")
     assert loss_padded == pytest.approx(reference, rel=1e-5)
     assert loss_packed == pytest.approx(reference, rel=1e-5)  # no attention across examples
     assert loss_one_row == pytest.approx(reference, rel=1e-5)
+    assert loss_segments == pytest.approx(reference, rel=1e-5)
     scored = sum(sum(1 for x in f["labels"][1:] if x != IGNORE) for f in feats)
     assert all(s[:2] == (1, scored) for s in seen)  # the head ran on completion positions only
 

@@ -74,6 +74,29 @@ def test_tiny_model_learns_and_writes_the_contract(tiny_model, toy_data, tmp_pat
     assert run(cfg, tmp_path, **QUIET).skipped  # same config and data: up to date
 
 
+def test_trains_on_distill_joined_to_prepare_and_reruns_when_upstream_changes(tiny_model, owt_corpus, tmp_path,
+                                                                              train_cfg):
+    from nift.artifacts import write_json, write_jsonl
+    from nift.config import PrepareConfig
+    from nift.prepare import run as prepare
+
+    prepare(PrepareConfig(input=[str(owt_corpus)], n_docs=6, progress=False), tmp_path, **QUIET)
+    ids = [json.loads(x)["id"] for x in (tmp_path / "prepare" / "data.jsonl").read_text().splitlines()]
+    # A distill stage's files as the contract describes them (the teacher's text here is a stand-in).
+    write_jsonl(tmp_path / "distill" / "data.jsonl",
+                [{"id": i, "completion": f" and then the story went on, part {n}.", "finish_reason": "stop"}
+                 for n, i in enumerate(ids)])
+    write_json(tmp_path / "distill" / "manifest.json", {"stage": "distill", "version": 1})
+    cfg = train_cfg(model=tiny_model, max_steps=2, per_device_batch_size=3, grad_accum=1, max_length=96)
+    first = run(cfg, tmp_path, **QUIET)
+    meta = json.loads((tmp_path / "train" / META).read_text())
+    assert meta["data"]["source"] == "distill" and set(meta["data"]["inputs"]) == {"distill", "prepare"}
+    assert first.manifest["stats"]["examples"]["train"] == 6 and first.manifest["stats"]["truncated"] > 0
+    assert run(cfg, tmp_path, **QUIET).skipped
+    write_json(tmp_path / "distill" / "manifest.json", {"stage": "distill", "version": 2})
+    assert not run(cfg, tmp_path, **QUIET).skipped  # new upstream output: trained again
+
+
 ARGS = ["--lr", "1e-2", "--max-steps", "14", "--per-device-batch-size", "4", "--grad-accum", "2",
         "--logging-steps", "1", "--save-steps", "2", "--no-progress", "--precision", "fp32", "--eval-fraction", "0"]
 
@@ -179,3 +202,39 @@ def test_cli_help_explains_effective_batch_and_ships_accelerate_configs(capsys):
         assert cfg.mixed_precision == "no"  # nift picks the precision
     assert load_config_from_file(str(accelerate_config("fsdp"))).fsdp_config["fsdp_version"] == 2
     assert load_config_from_file(str(accelerate_config("deepspeed_zero3"))).deepspeed_config["zero_stage"] == 3
+
+
+def test_precision_follows_the_device():
+    from nift.train import cpu_has_bf16, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_bf16() else "fp32")
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        resolve_precision("fp16", "cpu")
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_with_smollm2(smollm2, owt_pairs, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "nift.cli", "train", "--run-dir", str(tmp_path), "--model", smollm2, "--data", str(owt_pairs),
+           "--max-examples", "16", "--max-length", "128", "--lr", "1e-3", "--max-steps", "2",
+           "--per-device-batch-size", "4", "--grad-accum", "1", "--logging-steps", "1", "--no-progress"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-3000:]
+    w = load_file(tmp_path / "train" / "adapter" / "adapter_model.safetensors")
+    assert len(w) == 420 and all(t.abs().sum() > 0 for k, t in w.items() if "lora_B" in k)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_cuda_precision_and_qlora(tiny_model, toy_data, tmp_path, train_cfg, method):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    cfg = train_cfg(model=tiny_model, data=str(toy_data), method=method, lr=1e-2, max_steps=3,
+                    per_device_batch_size=4, grad_accum=1)
+    res = run(cfg, tmp_path, **QUIET)
+    want = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    assert res.manifest["stats"]["precision"] == want and res.manifest["stats"]["device"] == "cuda"
+    meta = json.loads((tmp_path / "train" / META).read_text())
+    assert meta["lora"]["quantized_base"] == (method == "qlora")
