@@ -144,50 +144,59 @@ class RayPoolBackend(TokenizerBackend):
     def _start(self) -> None:
         if self._workers:
             return
+        self._connect()
+        try:
+            self._spawn()
+        except BaseException:
+            self.close()  # a library caller keeps no half-started cluster
+            raise
+
+    def _connect(self) -> None:
         ray = _ray()
         address = self.ray_cfg.address
-        if not ray.is_initialized():
-            # "local" is Ray's own word for a new private cluster on this machine, even where one already runs.
-            # Workers' own output (loading bars, warnings) stays in their logs (/tmp/ray/session_latest/logs on each
-            # node); what the run needs to say comes back through the driver.
-            # The workers run the driver's own copy of nift (Ray ships it to every node); its dependencies (torch,
-            # transformers, ...) must be installed there.
-            import nift
+        if ray.is_initialized():  # a caller's own session (a notebook): used as it is, and left running
+            return
+        # "local" is Ray's own word for a new private cluster on this machine, even where one already runs. Workers'
+        # own output (loading bars, warnings) stays in their logs (/tmp/ray/session_latest/logs on each node); what
+        # the run needs to say comes back through the driver. The workers run the driver's own copy of nift (Ray
+        # ships it to every node); its dependencies (torch, transformers, ...) must be installed there.
+        import nift
 
-            kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "configure_logging": False,
-                                      "log_to_driver": False,
-                                      "runtime_env": {"py_modules": [str(Path(nift.__file__).parent)]}}
-            if address == "local":
-                kwargs.update(num_cpus=self.ray_cfg.local_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
-            try:
-                ray.init(**kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise NiftError(f"could not reach the Ray cluster at --ray.address {address}: {e}. Start it with "
-                                "`ray start --head` (and `ray start --address HEAD:6379` on the other nodes), or "
-                                "use --ray.address local") from None
-            self._started_ray = True
+        kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "configure_logging": False,
+                                  "log_to_driver": False,
+                                  "runtime_env": {"py_modules": [str(Path(nift.__file__).parent)]}}
+        if address == "local":
+            kwargs.update(num_cpus=self.ray_cfg.local_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise NiftError(f"could not reach the Ray cluster at --ray.address {address}: {str(e).rstrip('.')}. "
+                            "Start it with `ray start --head` (and `ray start --address HEAD:6379` on the other "
+                            "nodes), or use --ray.address local") from None
+        self._started_ray = True
+
+    def _spawn(self) -> None:
+        ray = _ray()
         resources = ray.cluster_resources()
         n, per_gpu, per_cpu = plan_workers(self.ray_cfg, self.cfg, resources)
         worker_cfg = self.cfg.model_copy(update={"device": "cuda" if per_gpu else "cpu"}).model_dump()
         actor = ray.remote(TeacherWorker).options(
             num_gpus=per_gpu, num_cpus=per_cpu, max_restarts=self.ray_cfg.max_restarts, max_task_retries=-1)
-        self.log(f"[ray] cluster {address}: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs on "
-                 f"{len(ray.nodes())} node(s); starting {n} {self.cfg.backend} worker(s) of {self.cfg.model} "
-                 f"({per_gpu:g} GPU, {per_cpu:g} CPU each)")
+        self.log(f"[ray] cluster {self.ray_cfg.address}: {resources.get('CPU', 0):g} CPUs, "
+                 f"{resources.get('GPU', 0):g} GPUs on {len(ray.nodes())} node(s); starting {n} {self.cfg.backend} "
+                 f"worker(s) of {self.cfg.model} ({per_gpu:g} GPU, {per_cpu:g} CPU each)")
         self._workers = [actor.remote(worker_cfg, max(1, int(per_cpu))) for _ in range(n)]
         self._alive = [True] * n
         try:
             infos = ray.get([w.describe.remote() for w in self._workers])
         except ray.exceptions.RayError as e:
-            self.close()
             raise NiftError(f"a Ray worker could not start the {self.cfg.backend} teacher {self.cfg.model!r}: "
                             f"{_cause(e)}") from None
-        self._pids = [i["pid"] for i in infos]
         extras = {repr(sorted(i["extra_params"].items())) for i in infos}
         if len(extras) > 1:
-            self.close()
             raise NiftError(f"the Ray workers disagree on generation settings ({', '.join(sorted(extras))}): mixed "
                             "GPU types give different results; set --teacher.dtype explicitly")
+        self._pids = [i["pid"] for i in infos]
         self._extra = infos[0]["extra_params"]
         self.stats.update(workers=n, nodes=len({i["node"] for i in infos}), gpus_per_worker=per_gpu,
                           cpus_per_worker=per_cpu)
