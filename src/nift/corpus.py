@@ -211,21 +211,24 @@ def _iter_parquet(path: str, text_field: str, stats: ReadStats, bad) -> Iterator
             row += 1
 
 
-def _iter_hf(spec: str, text_field: str, stats: ReadStats) -> Iterator[tuple[str, Location]]:
-    """`hf:NAME[:CONFIG][@SPLIT]`, streamed with `datasets` (needs the network)."""
+def open_hf_dataset(spec: str) -> Any:
+    """`NAME[:CONFIG][@SPLIT]` (the part after `hf:`), streamed with `datasets` (needs the network)."""
     try:
         import datasets
     except ImportError:
         from nift.errors import missing_package
 
-        raise missing_package("datasets", purpose="reading hf: corpora") from None
+        raise missing_package("datasets", "hub", "reading hf: datasets") from None
     name, _, split = spec.partition("@")
     name, _, config = name.partition(":")
     try:
-        ds = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
+        return datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
     except Exception as e:  # noqa: BLE001 - hub, network and schema errors all end here
         raise InputError(f"hf:{spec}: could not open the dataset: {e}") from None
-    for i, ex in enumerate(ds):
+
+
+def _iter_hf(spec: str, text_field: str, stats: ReadStats) -> Iterator[tuple[str, Location]]:
+    for i, ex in enumerate(open_hf_dataset(spec)):
         stats.rows += 1
         if text_field not in ex:
             raise InputError(f"hf:{spec}: row {i}: no field {text_field!r} (fields: {', '.join(ex)})")

@@ -166,19 +166,9 @@ def _iter_parquet(p: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _iter_hf(spec: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    try:
-        import datasets
-    except ImportError:
-        from nift.errors import missing_package
+    from nift.corpus import open_hf_dataset
 
-        raise missing_package("datasets", "hub", "reading hf: datasets") from None
-    name, _, split = spec.partition("@")
-    name, _, config = name.partition(":")
-    try:
-        ds = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
-    except Exception as e:  # noqa: BLE001 - hub, network and schema errors all end here
-        raise InputError(f"hf:{spec}: could not open the dataset: {e}") from None
-    for i, ex in enumerate(ds):
+    for i, ex in enumerate(open_hf_dataset(spec)):
         yield f"hf:{spec}#row{i}", dict(ex)
 
 
