@@ -560,6 +560,11 @@ class TrainConfig(StageConfig):
         None, ge=1, description="Use only the first N examples (prepare's order makes these nested subsets, for "
         "data-size studies); null = all.",
     )
+    cut_at_max_tokens: Literal["no_eos", "drop"] = Field(
+        "no_eos", description="A teacher continuation cut at its max_tokens (distill finish_reason 'length') did "
+        "not end there: 'no_eos' trains on it without EOS (EOS is a target only where a text really ends), 'drop' "
+        "leaves it out (or drop it earlier with audit.drop: [truncated]). Both are counted in the manifest.",
+    )
     template: str = Field(
         "vanilla", description="'vanilla' (the paper's: prompt text directly followed by the completion, as "
         "LLaMA-Factory's vanilla template), 'chat' (the tokenizer's chat template: user = prompt, assistant = "
@@ -671,8 +676,9 @@ class EvalConfig(StageConfig):
     template: str = Field(
         "auto", description="How questions are put to the model: chat (its chat template), vanilla (raw text, as "
         "trained with the vanilla template), a FastChat template (one_shot, zephyr, llama-2, llama-3; the paper's "
-        "for base models), or a string with {prompt}; auto = the train folder's template, else chat when the model "
-        "has a chat template, else one_shot.",
+        "for base models), or a string with {prompt}; auto = as the paper asked models (Table 1): the model's chat "
+        "template when it has one, else its family's FastChat template (Llama-2 one_shot, Mistral zephyr, Llama-3 "
+        "llama-3), else one_shot; never the training template (`nift run` uses the student's for before and after).",
     )
     system_prompt: str | None = Field(None, description="System prompt for the evaluated model; null = none.")
     backend: Literal["hf", "vllm", "openai"] = Field(

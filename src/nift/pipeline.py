@@ -57,6 +57,19 @@ def compare_before_after(run_dir: Path, n_boot: int, seed: int, force: bool = Fa
     return "ran"
 
 
+def eval_template(cfg: Any, log=print) -> str:
+    """The template both evaluations use: eval.template, or for `auto` the paper's conversation template of the
+    student (the model before training)."""
+    if cfg.eval.template != "auto":
+        return cfg.eval.template
+    from nift.eval.templates import conversation_template
+
+    template, why = conversation_template(cfg.train.model)
+    log(f"[run] evaluating before and after with template {template!r}: {why}; trained with "
+        f"{cfg.train.template!r}")
+    return template
+
+
 def plan(cfg: Any, start: str | None = None, until: str | None = None) -> list[str]:
     """The steps this invocation runs: the configured ones, cut to [start, until]."""
     for flag, name in (("--from", start), ("--until", until)):
@@ -93,9 +106,9 @@ def run(cfg: Any, start: str | None = None, until: str | None = None, force: boo
         raise ConfigError(f"this nift has no {', '.join(missing)} stage: leave it out of pipeline.stages")
     for s in steps:
         if s == "eval":
-            # Before and after are evaluated the same way: when the eval template is "auto", both use the template
-            # the student was trained with, so the comparison measures the training, not a change of prompt format.
-            template = cfg.eval.template if cfg.eval.template != "auto" else cfg.train.template
+            # Before and after are asked the same way, in a conversation as the paper did (Table 1 "Template"), not
+            # with the training template: `auto` resolves to the student's conversation template once, for both.
+            template = eval_template(cfg, log)
             if cfg.pipeline.eval_before:
                 step("eval before", _stage_runner("eval"), _eval_cfg(cfg, cfg.train.model, "before", template))
             if cfg.pipeline.eval_after:

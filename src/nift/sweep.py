@@ -31,7 +31,7 @@ METRICS = [
     ("IFEval instruction-level loose", ("benchmarks", "ifeval", "inst_level_loose_acc")),
     ("MT-Bench score", ("benchmarks", "mt_bench", "score")),
     ("Arena-Hard win rate", ("benchmarks", "arena_hard", "win_rate")),
-    ("stop rate (EOS before the limit)", ("signals", "all", "stop_rate")),
+    ("stopped by itself (EOS before the limit)", ("signals", "all", "stop_rate")),
 ]
 
 

@@ -16,8 +16,9 @@ Three kinds of template:
   `"### Instruction:\\n{prompt}\\n\\n### Response:\\n"`); the completion and EOS follow it directly.
 
 Labels are the token ids of every completion token (EOS included) and -100 for everything else, so the loss covers
-completion tokens only. Multi-turn conversations (alpaca `history`, sharegpt) train on every assistant turn, as
-LLaMA-Factory does.
+completion tokens only. EOS is a target only where the text really ends: a completion the teacher cut at max_tokens
+(`Conversation.ends` False) is trained without it, so the student never learns that a text may stop mid-sentence.
+Multi-turn conversations (alpaca `history`, sharegpt) train on every assistant turn, as LLaMA-Factory does.
 
 Truncation at `max_length` keeps the last completion whole and cuts the sequence from the left (after the BOS, which
 stays): the prompt loses its beginning, never the completion its end. LLaMA-Factory instead cuts prompt and completion
@@ -47,10 +48,13 @@ class Conversation:
     system: str | None = None
     id: str = ""
     where: str = ""  # "file:line" for error messages
+    # Whether the text really ends after the last completion: False for a teacher output cut at max_tokens, which
+    # is trained without EOS (an EOS there would teach the student that any token, even mid-word, may end a text).
+    ends: bool = True
 
     @classmethod
-    def single(cls, prompt: str, completion: str, id: str = "", where: str = "") -> Conversation:
-        return cls(((prompt, completion),), None, id, where)
+    def single(cls, prompt: str, completion: str, id: str = "", where: str = "", ends: bool = True) -> Conversation:
+        return cls(((prompt, completion),), None, id, where, ends)
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Encoded:
     prompt_tokens: int  # tokens without a label (prompt, template text)
     completion_tokens: int  # tokens with a label (completions + EOS)
     truncated: bool
+    eos: bool = True  # the last completion is followed by a trained EOS (False for a completion cut at max_tokens)
 
 
 @dataclass(frozen=True)
@@ -208,21 +213,23 @@ class TemplateEncoder:
     def encode(self, conv: Conversation, truncation: str = "left") -> Encoded | None:
         return self.encode_many([conv], truncation)[0]
 
-    def _completion_ids(self, ids: list[int]) -> list[int]:
+    def _completion_ids(self, ids: list[int], ends: bool = True) -> list[int]:
         if self.template == "chat" and self.eos_id in ids:
-            # The chat template already ends the turn with EOS (e.g. "<|im_end|>\n"): stop right after it.
+            # The chat template already ends the turn with EOS (e.g. "<|im_end|>\n"): stop right after it, or, for
+            # a text that does not end here, right before it.
             last = len(ids) - 1 - ids[::-1].index(self.eos_id)
-            return ids[: last + 1]
-        return [*ids, self.eos_id]
+            return ids[: last + 1] if ends else ids[:last]
+        return [*ids, self.eos_id] if ends else list(ids)
 
     def _assemble(self, conv: Conversation, segs: list[tuple[str, bool]], pieces: list[list[int]],
                   truncation: str) -> Encoded | None:
         input_ids: list[int] = list(self.prefix)
         labels: list[int] = [IGNORE] * len(self.prefix)
         last_start = 0
-        for (_, trained), ids in zip(segs, pieces, strict=True):
+        last_trained = max((i for i, (_, trained) in enumerate(segs) if trained), default=-1)
+        for i, ((_, trained), ids) in enumerate(zip(segs, pieces, strict=True)):
             if trained:
-                ids = self._completion_ids(list(ids))
+                ids = self._completion_ids(list(ids), ends=conv.ends or i != last_trained)
                 last_start = len(input_ids)
                 labels += ids
             else:
@@ -247,4 +254,4 @@ class TemplateEncoder:
             labels = labels[:keep] + labels[-tail:]
             truncated = True
             n_completion = sum(1 for x in labels if x != IGNORE)
-        return Encoded(input_ids, labels, len(input_ids) - n_completion, n_completion, truncated)
+        return Encoded(input_ids, labels, len(input_ids) - n_completion, n_completion, truncated, conv.ends)

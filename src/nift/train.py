@@ -399,7 +399,7 @@ def _log_callback(path: Path) -> Any:
 def _encode(enc: TemplateEncoder, convs: list, truncation: str, skipped: Counter) -> tuple[list[dict], dict]:
     import numpy as np
 
-    feats, prompt_toks, completion_toks, truncated = [], 0, 0, 0
+    feats, prompt_toks, completion_toks, truncated, no_eos = [], 0, 0, 0, 0
     for e in enc.encode_many(convs, truncation):
         if e is None:
             skipped["completion_longer_than_max_length"] += 1
@@ -409,14 +409,16 @@ def _encode(enc: TemplateEncoder, convs: list, truncation: str, skipped: Counter
         prompt_toks += e.prompt_tokens
         completion_toks += e.completion_tokens
         truncated += e.truncated
-    return feats, {"prompt_tokens": prompt_toks, "completion_tokens": completion_toks, "truncated": truncated}
+        no_eos += not e.eos
+    return feats, {"prompt_tokens": prompt_toks, "completion_tokens": completion_toks, "truncated": truncated,
+                   "without_eos": no_eos}
 
 
 def _load_data(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, encoder: TemplateEncoder, say
                ) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """Token ids and labels of the training and held-out examples, and what was skipped or truncated."""
     convs, skipped = load_examples(spec, run_dir, cfg.data_format, cfg.prompt_field, cfg.completion_field,
-                                   cfg.max_examples)
+                                   cfg.max_examples, cfg.cut_at_max_tokens)
     where = spec.file or spec.stage_inputs.get(spec.source, "")
     if not convs:
         raise InputError(f"no training examples in {where} (skipped: {dict(skipped) or 'none'})")
@@ -499,7 +501,9 @@ def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Pat
     total_steps = cfg.max_steps or math.ceil(steps_per_epoch * cfg.epochs)
     say(f"[train] student {cfg.model} ({_method_words(cfg)}: {n_train / 1e6:.2f}M trainable of {n_all / 1e6:.1f}M), "
         f"template {encoder.info.name}, {len(train_feats)} train / {len(eval_feats)} eval examples "
-        f"({tstats['truncated']} prompts cut from the left), {total_steps} steps")
+        f"({tstats['truncated']} prompts cut from the left, {tstats['without_eos']} completions cut at the teacher's "
+        f"max_tokens trained without EOS, {tstats['skipped'].get('cut_at_max_tokens', 0)} dropped), "
+        f"{total_steps} steps")
     say(f"[train] effective batch {effective} = {cfg.per_device_batch_size} per device x {accum} accumulation x "
         f"{procs.world} process{'es' if procs.world > 1 else ''}; the paper's: {PAPER_EFFECTIVE_BATCH} = 8 x 4 x 8 "
         f"GPUs (here: --effective-batch {PAPER_EFFECTIVE_BATCH} or --grad-accum "
@@ -650,6 +654,7 @@ def _metadata(cfg: TrainConfig, mref: ModelRef, tok: Any, encoder: TemplateEncod
             "max_length": cfg.max_length, "truncation": cfg.truncation, "precision": precision,
             "gradient_checkpointing": cfg.gradient_checkpointing, "packing": packed, "seed": cfg.seed,
             "eval_fraction": cfg.eval_fraction, "optimizer": "adamw_torch",
+            "cut_at_max_tokens": cfg.cut_at_max_tokens,
         },
         "lora": lora,
         "results": {k: stats[k] for k in ("train_loss", "final_logged_loss", "eval_loss", "tokens_seen")},

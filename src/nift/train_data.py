@@ -16,6 +16,11 @@
 
 Rows whose completion is null or empty (a failed teacher call, say) are skipped and counted; a row without the
 completion field at all, malformed JSON, an `id` missing from prepare — each is an error naming file and line.
+
+A distill / audit row whose `finish_reason` says the teacher hit max_tokens (`length`, `max_tokens`) holds a text
+that did not end there. `cut_at_max_tokens` decides: `no_eos` trains on it without EOS, `drop` leaves it out; both
+are counted. Every other example ends where the text ends (a teacher's own stop, prepare's `reference`, which runs to
+the end of its document, a file's completion) and gets EOS.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from nift.errors import InputError
 from nift.templates import Conversation
 
 STAGE_SOURCES = ("distill", "audit")
+CUT_POLICIES = ("no_eos", "drop")
+# finish_reason values of a teacher output cut at its token limit (OpenAI / vLLM / hf: length; Anthropic: max_tokens)
+CUT_REASONS = ("length", "max_tokens")
 SOURCES = (*STAGE_SOURCES, "reference")
 FORMATS = ("prompt_completion", "alpaca", "sharegpt")
 _USER_ROLES = {"human", "user"}
@@ -117,12 +125,12 @@ def _text(value: Any, where: str, name: str) -> str | None:
 
 def load_examples(spec: DataSpec, run_dir: str | Path, data_format: str = "prompt_completion",
                   prompt_field: str = "prompt", completion_field: str = "completion",
-                  limit: int | None = None) -> tuple[list[Conversation], Counter]:
+                  limit: int | None = None, cut_at_max_tokens: str = "no_eos") -> tuple[list[Conversation], Counter]:
     """All usable examples in source order (the first `limit`), and counts of what was skipped and why."""
     skipped: Counter = Counter()
     if spec.source in STAGE_SOURCES:
         it = _join_stage(spec.stage_inputs[spec.source] / "data.jsonl", Path(run_dir) / "prepare" / "data.jsonl",
-                         skipped)
+                         skipped, cut_at_max_tokens)
     elif spec.source == "reference":
         it = _pairs(Path(run_dir) / "prepare" / "data.jsonl", "prompt", "reference", skipped)
     elif data_format == "prompt_completion":
@@ -166,7 +174,9 @@ def _pairs(path: Path, pf: str, cf: str, skipped: Counter) -> Iterator[Conversat
         yield Conversation.single(prompt, completion, _row_id(row, where), where)
 
 
-def _join_stage(data: Path, prepare: Path, skipped: Counter) -> Iterator[Conversation]:
+def _join_stage(data: Path, prepare: Path, skipped: Counter, cut_policy: str = "no_eos") -> Iterator[Conversation]:
+    if cut_policy not in CUT_POLICIES:  # pragma: no cover - the config restricts the choices
+        raise InputError(f"unknown cut_at_max_tokens {cut_policy!r}")
     prompts: dict[str, str] = {}
     for where, row in _rows(prepare):
         prompts[str(_field(row, where, "id"))] = _field(row, where, "prompt")
@@ -183,7 +193,11 @@ def _join_stage(data: Path, prepare: Path, skipped: Counter) -> Iterator[Convers
         if not completion:
             skipped["empty_completion"] += 1
             continue
-        yield Conversation.single(prompts[rid], completion, rid, where)
+        cut = row.get("finish_reason") in CUT_REASONS
+        if cut and cut_policy == "drop":
+            skipped["cut_at_max_tokens"] += 1
+            continue
+        yield Conversation.single(prompts[rid], completion, rid, where, ends=not cut)
 
 
 def _alpaca(path: Path, skipped: Counter) -> Iterator[Conversation]:

@@ -32,6 +32,7 @@ def test_hf_batched_generation_raw_chat_multiturn_and_finish_reasons(hf_teacher,
     assert "Paris" in res["raw"].text and res["raw"].finish_reason == "length"
     assert res["raw"].completion_tokens == 8 and res["raw"].prompt_tokens == 5
     assert res["chat"].finish_reason == "stop" and "4" in res["chat"].text  # ended by EOS before 40 tokens
+    assert res["chat"].stop_reason == "eos" and res["raw"].stop_reason is None
     assert res["chat"].completion_tokens < 40 and "<|im_end|>" not in res["chat"].text
     assert res["turns"].finish_reason == "stop" and res["turns"].text.strip()
     assert res["turns"].prompt_tokens > res["chat"].prompt_tokens  # every turn went through the chat template
@@ -47,6 +48,7 @@ def test_hf_stop_sequences_and_long_prompts(hf_teacher, smollm2, tmp_path):
     res = run_requests(cfg(smollm2, stop=["."], max_tokens=16), [Request(id="a", prompt="The capital of France is")],
                        tmp_path / "a.sqlite", progress=False, backend=hf_teacher)
     assert res["a"].finish_reason == "stop" and "." not in res["a"].text and "Paris" in res["a"].text
+    assert res["a"].stop_reason == "stop_string"  # told apart from the model's own EOS
     long_prompt = " ".join(["the old house on the hill"] * 40)  # 240 tokens
     c = cfg(smollm2, context_tokens=64, max_tokens=4)
     res = run_requests(c, [Request(id="l", prompt=long_prompt)], tmp_path / "b.sqlite", progress=False,

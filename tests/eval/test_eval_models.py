@@ -58,10 +58,11 @@ def test_smollm2_answers_an_ifeval_slice(ifeval_before: Path, shared_data):
     assert run(cfg, ifeval_before, log=logs.append).skipped
 
 
-def test_train_folder_is_evaluated_with_its_template_and_compared(ifeval_before: Path, smollm2, shared_data,
-                                                                   tmp_path, capsys):
-    """A nift train folder (PEFT adapter + nift_train.json): merged once, answered with the training template;
-    then `nift compare before after` through the CLI."""
+def test_train_folder_is_evaluated_in_a_conversation_and_compared(ifeval_before: Path, smollm2, shared_data,
+                                                                    tmp_path, capsys):
+    """A nift train folder (PEFT adapter + nift_train.json): merged once, asked in a conversation as the paper did
+    (the instruct base model's chat template), not with the training template, which is recorded beside it; then
+    `nift compare before after` through the CLI."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -81,14 +82,16 @@ def test_train_folder_is_evaluated_with_its_template_and_compared(ifeval_before:
     assert rc == 0
     out = ifeval_before / "eval" / "after"
     res = json.loads((out / "results.json").read_text())
-    assert res["template"] == "vanilla" and res["target"]["kind"] == "train"
+    assert res["template"] == "chat" and res["trained_template"] == "vanilla" and res["target"]["kind"] == "train"
     answers = _rows(out / "answers" / "ifeval.jsonl")
-    assert all(a["template"] == "vanilla" for a in answers)
+    assert all(a["template"] == "chat" for a in answers)
+    assert all(a["ended_by"] in ("eos", "length") for a in answers)  # no stop string under the chat template
     capsys.readouterr()
     rc = main(["compare", str(ifeval_before / "eval" / "before"), str(out), "--n-boot", "200"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| ifeval/prompt_strict | 3 |" in printed and "signals/stopped" in printed
+    assert "signals/stop_string" in printed and "signals/hit_limit" in printed
     cmp_dir = ifeval_before / "eval" / "compare-before-vs-after"
     data = json.loads((cmp_dir / "compare.json").read_text())
     tests = {m["metric"]: m["test"]["test"] for m in data["metrics"]}

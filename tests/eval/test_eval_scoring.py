@@ -197,7 +197,7 @@ def test_signals_flag_the_papers_failure_modes():
     s = signals.answer_signals(loop, "Find root cause for this error", "length")
     assert not s["stopped"] and s["repeated_ngram_share"] > 0.7 and s["repeated_sentence_share"] > 0.7
     good = "This error means the remote host closed the connection during key exchange. Check the firewall."
-    g = signals.answer_signals(good, "Find root cause for this error", "stop")
+    g = signals.answer_signals(good, "Find root cause for this error", "eos")
     assert g["stopped"] and g["repeated_ngram_share"] == 0 and g["repeated_sentence_share"] == 0
     assert signals.answer_signals("  \n", "q", "stop")["empty"]
     prompt = "Write a short poem about the sea and the wind in the style of an old sailor song please"
@@ -206,6 +206,24 @@ def test_signals_flag_the_papers_failure_modes():
     assert not signals.answer_signals("Waves roll in, the wind sings.", prompt, "stop")["echo"]
     summ = signals.summarize([{"signals": s, "completion_tokens": 100}, {"signals": g, "completion_tokens": 20}])
     assert summ["stop_rate"] == 0.5 and summ["tokens_mean"] == 60 and summ["repetitive_rate"] == 0.5
+
+
+def test_an_answer_ending_at_eos_the_stop_string_or_the_limit_is_told_apart():
+    from nift.distill.types import Result
+    from nift.eval.generation import ended_by
+
+    def res(finish, why=None):
+        return Result("x", "text", finish, 1, 1, 0.0, "m", stop_reason=why)
+
+    assert ended_by(res("stop", "eos"), False) == "eos"
+    assert ended_by(res("stop", "stop_string"), False) == "stop_string"  # the backend stopped at "###"
+    assert ended_by(res("stop", "eos"), True) == "stop_string"  # FastChat's post-processing found "###"
+    assert ended_by(res("length"), False) == "length" and ended_by(res("max_tokens"), False) == "length"
+    assert ended_by(res("stop"), False) == "stop"  # an endpoint that did not say which
+    rows = [signals.answer_signals("a b", "q", e) for e in ("eos", "stop_string", "length", "stop_string")]
+    assert [r["stopped"] for r in rows] == [True, False, False, False]
+    summ = signals.summarize([{"signals": r} for r in rows])
+    assert (summ["stop_rate"], summ["stop_string_rate"], summ["hit_limit_rate"]) == (0.25, 0.5, 0.25)
 
 
 # ----------------------------------------------------------------------------------------------------- IFEval
@@ -300,3 +318,22 @@ def test_benchmark_data_errors_name_file_and_line(tmp_path: Path, shared_data: P
     with pytest.raises(InputError, match=r"base.jsonl:1: no answer text"):
         data.load_arena_hard(str(shared_data / "arena_hard"), baseline=str(base))
     assert math.isnan(stats.bootstrap_mean_ci([]).estimate)
+
+
+def test_models_are_asked_in_the_papers_conversation_template(smollm2, gemma_base, tmp_path: Path):
+    """Table 1 "Template": one_shot for Llama-2, zephyr for Mistral, llama-3 for Llama-3 base models; an instruct
+    model through its own chat template; any other base model one_shot. Never the training template."""
+    import json
+
+    def folder(name, **config):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(config))
+        return str(d)
+
+    assert templates.conversation_template(folder("m", model_type="mistral", vocab_size=32000))[0] == "zephyr"
+    assert templates.conversation_template(folder("l2", model_type="llama", vocab_size=32000))[0] == "one_shot"
+    assert templates.conversation_template(folder("l3", model_type="llama", vocab_size=128256))[0] == "llama-3"
+    assert templates.conversation_template("meta-llama/Meta-Llama-3-8B")[0] == "llama-3"  # not cached: by name
+    assert templates.conversation_template(gemma_base)[0] == "one_shot"  # a base model of no listed family
+    assert templates.conversation_template(smollm2)[0] == "chat"  # an instruct model: its own chat template

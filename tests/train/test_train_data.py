@@ -107,3 +107,18 @@ def test_eval_split_is_seeded_and_independent_of_order():
     assert {c.id for c in held} == {c.id for c in held_rev}
     assert {c.id for c in split_eval(convs, 0.05, 500, seed=2)[1]} != {c.id for c in held}
     assert split_eval(convs, 0.5, 3, seed=1)[1].__len__() == 3 and split_eval(convs, 0.0, 9, 1)[1] == []
+
+
+def test_teacher_output_cut_at_max_tokens_is_trained_without_eos_or_dropped(run_dir):
+    _stage(run_dir, "distill", [{"id": "d0", "completion": " ended.", "finish_reason": "stop"},
+                                {"id": "d1", "completion": " cut mid-wo", "finish_reason": "length"},
+                                {"id": "d2", "completion": " anthropic cut", "finish_reason": "max_tokens"},
+                                {"id": "d3", "completion": " no reason recorded"}])
+    convs, skipped = load_examples(resolve_source("distill", run_dir), run_dir)
+    assert [(c.id, c.ends) for c in convs] == [("d0", True), ("d1", False), ("d2", False), ("d3", True)]
+    assert not skipped
+    convs, skipped = load_examples(resolve_source("distill", run_dir), run_dir, cut_at_max_tokens="drop")
+    assert [c.id for c in convs] == ["d0", "d3"] and skipped == {"cut_at_max_tokens": 2}
+    # prepare's reference runs to the end of its document: it always ends
+    convs, _ = load_examples(resolve_source("reference", run_dir), run_dir)
+    assert all(c.ends for c in convs)

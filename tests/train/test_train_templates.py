@@ -122,3 +122,29 @@ def test_template_errors(smol_tok, gemma_tok):
         _enc(smol_tok, "no placeholder here")
     with pytest.raises(ConfigError, match="has no chat template"):
         _enc(gemma_tok, "chat")
+
+
+def test_a_completion_cut_at_max_tokens_has_no_eos_label(smol_tok, gemma_tok):
+    """The teacher hit max_tokens: the text did not end there, so EOS is neither appended nor a label."""
+    for tok in (smol_tok, gemma_tok):
+        enc = _enc(tok)
+        ended = enc.encode(Conversation.single(PROMPT, COMPLETION))
+        cut = enc.encode(Conversation.single(PROMPT, COMPLETION, ends=False))
+        assert ended.eos and not cut.eos
+        assert cut.input_ids == ended.input_ids[:-1] and cut.labels == ended.labels[:-1]
+        assert tok.eos_token_id not in cut.labels and tok.eos_token_id not in cut.input_ids
+        assert cut.labels[-1] == _plain(tok, COMPLETION)[-1]  # the last label is the last word piece, not EOS
+        assert cut.completion_tokens == ended.completion_tokens - 1
+
+
+def test_cut_completion_under_chat_and_user_templates_and_multi_turn(smol_tok):
+    eos = smol_tok.eos_token_id
+    chat = _enc(smol_tok, "chat").encode(Conversation.single(PROMPT, COMPLETION, ends=False))
+    assert eos not in [x for x in chat.labels if x != IGNORE]
+    assert smol_tok.decode([x for x in chat.labels if x != IGNORE]) == COMPLETION
+    tpl = _enc(smol_tok, "### Q:\n{prompt}\n### A:\n").encode(Conversation.single(PROMPT, COMPLETION, ends=False))
+    assert tpl.labels[-1] != eos and eos not in tpl.input_ids
+    # earlier turns of a conversation did end: only the last completion goes without EOS
+    conv = Conversation((("Hi.", " Hello!"), ("Name a colour.", " Blue and")), ends=False)
+    labels = [x for x in _enc(smol_tok).encode(conv).labels if x != IGNORE]
+    assert labels == [*_plain(smol_tok, " Hello!"), eos, *_plain(smol_tok, " Blue and")]

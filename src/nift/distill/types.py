@@ -44,7 +44,9 @@ class Result:
     """What a backend returns for one request, plus what the engine adds (cost, cache flag).
 
     finish_reason: "stop" when the model ended by itself (EOS or a stop sequence), "length" when it hit max_tokens,
-    or the provider's own value (e.g. "content_filter")."""
+    or the provider's own value (e.g. "content_filter"). stop_reason, for "stop", says which where the backend
+    knows: "eos" (an end token) or "stop_string" (one of the request's stop strings); None where it cannot tell (the
+    OpenAI API does not say)."""
 
     id: str
     text: str
@@ -57,6 +59,7 @@ class Result:
     cost_usd: float | None = None
     cached: bool = False
     truncated_tokens: int = 0
+    stop_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

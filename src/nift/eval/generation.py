@@ -109,6 +109,7 @@ class Generator:
                     finish = "stop" if hit_stop else result.finish_reason
                     answers[it["id"]].append(text)
                     row.update({"status": "ok", "answer": text, "finish_reason": finish,
+                                "ended_by": ended_by(result, hit_stop),
                                 "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                                 "truncated_prompt_tokens": result.truncated_tokens, "latency_s": result.latency_s,
                                 "cost_usd": result.cost_usd, "model": result.model,
@@ -130,3 +131,14 @@ class Generator:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def ended_by(result: Any, hit_stop: bool) -> str:
+    """How an answer ended: "eos" (the model's own end token), "stop_string" (the template's stop string, found by
+    the backend or by FastChat's post-processing), "length" (the token limit), or "stop" where an endpoint stopped
+    without saying which of the first two."""
+    if hit_stop:
+        return "stop_string"
+    if result.finish_reason != "stop":
+        return "length" if result.finish_reason in ("length", "max_tokens") else str(result.finish_reason)
+    return getattr(result, "stop_reason", None) or "stop"

@@ -1,7 +1,11 @@
 """Judge-free signals: how a base model fails before it learns to answer (the paper's Tables 10-14).
 
-Per answer:
-- `stopped`: the model ended the answer itself (EOS or the template's stop string) before the token limit;
+Per answer, from how it ended (`ended_by`: eos, stop_string, length; see `generation.ended_by`):
+- `stopped`: the model ended the answer with its own end token (EOS) before the token limit — what training with
+  EOS teaches a base model. An endpoint that stopped without saying whether at EOS or at a stop string counts here;
+- `stop_string`: generation was cut at the conversation template's stop string (FastChat's `###` of `one_shot`,
+  say): the model went on to write the next turn itself, and the template's post-processing ended the answer;
+- `hit_limit`: the answer ran into the token limit;
 - `empty`: nothing but whitespace (Table 12);
 - `repeated_ngram_share`: share of the word n-grams (n=4 by default) that repeat an earlier n-gram of the same
   answer — 0 for varied text, close to 1 for a loop (Tables 10, 11, 14);
@@ -70,10 +74,12 @@ def echoes_prompt(answer: str, prompt: str, echo_words: int = 10) -> bool:
     return any(tuple(aw[i:i + k]) in prompt_grams for i in range(len(aw) - k + 1))
 
 
-def answer_signals(answer: str, prompt: str, finish_reason: str, ngram: int = 4, echo_words: int = 10
+def answer_signals(answer: str, prompt: str, ended_by: str, ngram: int = 4, echo_words: int = 10
                    ) -> dict[str, Any]:
     return {
-        "stopped": finish_reason == "stop",
+        "stopped": ended_by in ("eos", "stop"),
+        "stop_string": ended_by == "stop_string",
+        "hit_limit": ended_by == "length",
         "empty": not answer.strip(),
         "repeated_ngram_share": round(repeated_ngram_share(answer, ngram), 6),
         "repeated_sentence_share": round(repeated_sentence_share(answer), 6),
@@ -84,13 +90,14 @@ def answer_signals(answer: str, prompt: str, finish_reason: str, ngram: int = 4,
 
 # Which paired test fits each signal in `nift compare` (pass/fail -> McNemar, scores -> Wilcoxon).
 SIGNAL_KINDS = {
-    "stopped": "binary", "empty": "binary", "echo": "binary",
+    "stopped": "binary", "stop_string": "binary", "hit_limit": "binary", "empty": "binary", "echo": "binary",
     "repeated_ngram_share": "score", "repeated_sentence_share": "score", "words": "score",
     "completion_tokens": "score",
 }
 # Which direction is better, for the compare table ("+" higher is better, "-" lower is better, "" neutral).
 SIGNAL_BETTER = {
-    "stopped": "+", "empty": "-", "echo": "-", "repeated_ngram_share": "-", "repeated_sentence_share": "-",
+    "stopped": "+", "stop_string": "", "hit_limit": "-", "empty": "-", "echo": "-", "repeated_ngram_share": "-",
+    "repeated_sentence_share": "-",
     "words": "", "completion_tokens": "",
 }
 
@@ -109,7 +116,8 @@ def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {
         "n": len(rows),
         "stop_rate": mean("stopped"),
-        "hit_limit_rate": round(1 - mean("stopped"), 4),
+        "stop_string_rate": mean("stop_string"),
+        "hit_limit_rate": mean("hit_limit"),
         "empty_rate": mean("empty"),
         "repeated_ngram_share": mean("repeated_ngram_share"),
         "repeated_sentence_share": mean("repeated_sentence_share"),

@@ -3,8 +3,8 @@
 Run as: nift eval --model runs/x/train --name after --benchmarks ifeval mt_bench --judge '{"model": "gpt-4-0613"}'
 
 Written into `run_dir/eval/<name>/`:
-- `answers/<benchmark>.jsonl`: one row per answer (question, answer, finish_reason stop|length, tokens, latency,
-  model version, judge-free signals);
+- `answers/<benchmark>.jsonl`: one row per answer (question, answer, finish_reason stop|length, ended_by
+  eos|stop_string|length, tokens, latency, model version, judge-free signals);
 - `judgments/<benchmark>.jsonl`: one row per judgment (score or verdict, status, attempts, judge model and version,
   the judge's text, tokens, cost);
 - `per_item.jsonl`: every metric per unit (the input of `nift compare`);
@@ -72,16 +72,22 @@ def _backend_config(cfg: Any, target: Target) -> Any:
     )
 
 
-def _pick_template(cfg: Any, target: Target, gen: Generator, log) -> tuple[str, str | None]:
+def _pick_template(cfg: Any, target: Target, gen: Generator, log) -> tuple[str, str | None, str]:
+    """(template, system prompt, why). `auto` asks the model as the paper did, in a conversation, whatever template
+    it was trained with."""
     if cfg.template != "auto":
-        return cfg.template, cfg.system_prompt
-    if target.template:
-        log(f"[eval] template {target.template!r} (from {target.ref}/nift_train.json)")
-        return target.template, cfg.system_prompt or target.system_prompt
-    if gen.is_endpoint or getattr(gen.tokenizer, "chat_template", None):
-        return "chat", cfg.system_prompt
-    log("[eval] the model has no chat template: using FastChat's 'one_shot' (as the paper did for base models)")
-    return "one_shot", cfg.system_prompt
+        return cfg.template, cfg.system_prompt, "set by eval.template"
+    if gen.is_endpoint:
+        return "chat", cfg.system_prompt, "an endpoint applies the model's own chat template"
+    from nift.eval.templates import conversation_template
+
+    ref = target.meta.get("base_model") if target.kind == "train" and target.meta else target.load_ref
+    template, why = conversation_template(ref)
+    if template == "chat" and not getattr(gen.tokenizer, "chat_template", None):
+        template, why = "one_shot", "FastChat's one_shot: the loaded tokenizer has no chat template"
+    log(f"[eval] template {template!r}: {why}"
+        + (f" (trained with {target.template!r})" if target.template else ""))
+    return template, cfg.system_prompt, why
 
 
 def _file_hashes(files: dict[str, str]) -> dict[str, str]:
@@ -146,9 +152,11 @@ def _evaluate(ctx: StageContext, cfg: Any, name: str, target: Target, bench_data
             bcfg = _backend_config(cfg, target)
             gen = Generator(bcfg, cache / f"answers-{target.fingerprint.replace(':', '-')[:40]}.sqlite",
                             progress=cfg.progress, log=log)
-            template, system = _pick_template(cfg, target, gen, log)
+            template, system, why = _pick_template(cfg, target, gen, log)
             gen_usage = gen.usage
             results["template"] = template
+            results["template_reason"] = why
+            results["trained_template"] = target.template
             results["generation"] = {"backend": cfg.backend, "temperature": cfg.temperature,
                                      "max_new_tokens": cfg.max_new_tokens, "limit": cfg.limit}
         if any(b in cfg.benchmarks for b in ("mt_bench", "arena_hard")):
@@ -180,7 +188,7 @@ def _evaluate(ctx: StageContext, cfg: Any, name: str, target: Target, bench_data
                     write_jsonl(ctx.path(f"judgments/{bench}.jsonl"), judgments)
             for a in answers:
                 if a["status"] == "ok":
-                    a["signals"] = signals.answer_signals(a["answer"], a["question"], a["finish_reason"],
+                    a["signals"] = signals.answer_signals(a["answer"], a["question"], a["ended_by"],
                                                           cfg.repetition_ngram, cfg.echo_words)
             write_jsonl(ctx.path(f"answers/{bench}.jsonl"), answers)
             ok = [a for a in answers if a["status"] == "ok"]
@@ -367,7 +375,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
 def format_summary(results: dict[str, Any]) -> str:
     lines = [f"# nift eval: {results['name']}", "", f"model: {results['model']} ({results['target']['kind']})"]
     if results.get("template"):
-        lines.append(f"template: {results['template']}")
+        lines.append(f"template: {results['template']}"
+                     + (f" (trained with {results['trained_template']})" if results.get("trained_template") else ""))
     if results.get("judge"):
         j = results["judge"]
         lines.append(f"judge: {j['backend']}:{j['model']}")
@@ -395,11 +404,13 @@ def format_summary(results: dict[str, Any]) -> str:
                 lines.append(f"| lm-eval {task} | {k} | {round(v, 4)} |")
     sig = results.get("signals", {})
     if sig:
-        lines += ["", "| judge-free signals | answers | stop rate | empty | repeated 4-grams | repeated sentences "
-                  "| echo | mean words |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "| judge-free signals | answers | stopped (EOS) | stop string | token limit | empty "
+                  "| repeated 4-grams | repeated sentences | echo | mean words |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for k, s in sig.items():
             if s.get("n"):
-                lines.append(f"| {k} | {s['n']} | {s['stop_rate']} | {s['empty_rate']} | "
+                lines.append(f"| {k} | {s['n']} | {s['stop_rate']} | {s.get('stop_string_rate', '')} | "
+                             f"{s['hit_limit_rate']} | {s['empty_rate']} | "
                              f"{s['repeated_ngram_share']} | {s['repeated_sentence_share']} | {s['echo_rate']} | "
                              f"{s['words_mean']} |")
     u = results.get("usage", {})

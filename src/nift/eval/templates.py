@@ -2,9 +2,10 @@
 
 - `chat`: the model's own chat template (`tokenizer.apply_chat_template`, or the server's for an endpoint);
 - `one_shot`, `zephyr`, `llama-2`, `llama-3`: FastChat's conversation templates, the ones the paper evaluated
-  base models with (Table 1). The first three come from FastChat itself (`fastchat.conversation`, the PyPI package
-  `fschat`, installed with `--no-deps`); `llama-3` was added to FastChat after its last PyPI release, so it is
-  defined here exactly as FastChat's main branch defines it (SeparatorStyle.LLAMA3, BOS left to the tokenizer);
+  base models with (Table 1; `conversation_template` picks the paper's for a model). The first three come from
+  FastChat itself (`fastchat.conversation`, the PyPI package `fschat`, installed with `--no-deps`); `llama-3` was
+  added to FastChat after its last PyPI release, so it is defined here exactly as FastChat's main branch defines it
+  (SeparatorStyle.LLAMA3, BOS left to the tokenizer);
 - `vanilla`: no formatting at all, as LLaMA-Factory's `vanilla` template that nift trains with: the question is
   the prompt; in a multi-turn conversation each earlier answer is followed by the EOS token;
 - a string containing `{prompt}` (a custom template `nift train --template` accepts): the question replaces
@@ -35,6 +36,66 @@ class Rendered:
     prompt: str | None
     messages: list[dict[str, str]] | None
     stop: tuple[str, ...]
+
+
+# The paper's Table 1, column "Template": the FastChat conversation template each base model was evaluated with.
+PAPER_FAMILY_TEMPLATES = {"llama-2": "one_shot", "mistral": "zephyr", "llama-3": "llama-3"}
+
+
+def model_family(config: dict[str, Any]) -> str | None:
+    """The paper's model families, told apart by architecture and vocabulary (Llama 2: 32,000; Llama 3: 128,256)."""
+    kind, vocab = config.get("model_type"), config.get("vocab_size")
+    if kind == "mistral":
+        return "mistral"
+    if kind == "llama" and vocab == 32000:
+        return "llama-2"
+    if kind == "llama" and isinstance(vocab, int) and vocab >= 128000:
+        return "llama-3"
+    return None
+
+
+def conversation_template(model_ref: str) -> tuple[str, str]:
+    """How the paper would ask this model questions: (template, why).
+
+    A model with its own chat template (an instruct model) is asked through it; a base model of a family the paper
+    evaluated gets that family's FastChat template (Table 1: one_shot for Llama-2, zephyr for Mistral, llama-3 for
+    Llama-3); any other base model gets FastChat's `one_shot`, the paper's choice for a base model without one.
+    Never the training template: the paper trained with `vanilla` (a question as the start of a document) but asked
+    questions in a conversation."""
+    import json
+    from pathlib import Path
+
+    from nift.models import resolve
+
+    try:
+        folder = Path(resolve(model_ref, auto_pull=False).path)
+    except Exception:  # noqa: BLE001 - a hub id not cached here, say: judge by the name alone
+        folder = None
+    config: dict[str, Any] = {}
+    has_chat = False
+    if folder is not None and folder.is_dir():
+        if (folder / "config.json").is_file():
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            if isinstance(config.get("text_config"), dict):  # multimodal wrappers keep the LM's config inside
+                config = {**config, **config["text_config"]}
+        tok_cfg = folder / "tokenizer_config.json"
+        has_chat = (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file() or (
+            tok_cfg.is_file() and bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template")))
+    if has_chat:
+        return "chat", "the model's own chat template (an instruct model)"
+    family = model_family(config) or _family_from_name(model_ref)
+    if family:
+        return PAPER_FAMILY_TEMPLATES[family], f"the paper's template for {family} base models (Table 1)"
+    return "one_shot", "FastChat's one_shot, the paper's template for a base model of no listed family (Table 1)"
+
+
+def _family_from_name(ref: str) -> str | None:
+    name = ref.lower()
+    for family, keys in (("llama-3", ("llama-3", "llama3")), ("llama-2", ("llama-2", "llama2")),
+                         ("mistral", ("mistral",))):
+        if any(k in name for k in keys):
+            return family
+    return None
 
 
 def check_template(name: str) -> str:

@@ -45,8 +45,12 @@ METRICS = [
            "benchmarks.mt_bench.ci95"),
     Metric("Arena-Hard win rate (%)", "Arena-Hard", "win rate vs baseline", "benchmarks.arena_hard.win_rate",
            "arena_hard/score", "pct", "benchmarks.arena_hard.ci95"),
-    Metric("judge-free signals (%)", "signals", "stopped by itself", "signals.all.stop_rate", "signals/stopped",
-           "prop"),
+    Metric("judge-free signals (%)", "signals", "stopped by itself (EOS)", "signals.all.stop_rate",
+           "signals/stopped", "prop"),
+    Metric("judge-free signals (%)", "signals", "cut at the template's stop string", "signals.all.stop_string_rate",
+           "signals/stop_string", "prop", better=""),
+    Metric("judge-free signals (%)", "signals", "hit the token limit", "signals.all.hit_limit_rate",
+           "signals/hit_limit", "prop", better="-"),
     Metric("judge-free signals (%)", "signals", "empty answer", "signals.all.empty_rate", "signals/empty", "prop",
            better="-"),
     Metric("judge-free signals (%)", "signals", "repeated 4-grams", "signals.all.repeated_ngram_share",
@@ -310,7 +314,7 @@ REPETITIVE = 0.3  # share of repeated 4-grams that counts as a loop
 def _kinds(b: dict[str, Any], a: dict[str, Any]) -> list[int]:
     sb, sa = b.get("signals") or {}, a.get("signals") or {}
     out = []
-    stop_b, stop_a = b.get("finish_reason") == "stop", a.get("finish_reason") == "stop"
+    stop_b, stop_a = bool(sb.get("stopped")), bool(sa.get("stopped"))
     empty_b, empty_a = bool(sb.get("empty")), bool(sa.get("empty"))
     ib, ia = (b.get("ifeval") or {}).get("prompt_strict"), (a.get("ifeval") or {}).get("prompt_strict")
     rb, ra = sb.get("repeated_ngram_share", 0.0), sa.get("repeated_ngram_share", 0.0)
@@ -359,8 +363,10 @@ def _cut(segments: list[tuple[str, bool]], limit: int) -> tuple[list[tuple[str, 
 def _answer(label: str, row: dict[str, Any], limit: int, words) -> Answer:
     s = row.get("signals") or {}
     badges: list[tuple[str, str]] = []
-    if row.get("finish_reason") == "stop":
+    if s.get("stopped"):
         badges.append(("stopped by itself (EOS)", "good"))
+    elif s.get("stop_string") or (row.get("finish_reason") == "stop" and "stopped" not in s):
+        badges.append(("cut at the template's stop string", "neutral"))
     else:
         badges.append((f"hit the {F.count(row.get('max_new_tokens'))}-token limit", "bad"))
     badges.append((f"{F.count(row.get('completion_tokens'))} tokens · {F.count(s.get('words'))} words", "neutral"))
@@ -425,12 +431,12 @@ def examples(run: RunDir, before: str, after: str, n: int, pinned: list[str], li
         if not took:
             break
     counts = [[KINDS[i], F.count(sum(i in kinds[k] for k in keys))] for i in range(len(KINDS))]
-    stop_b = sum(ab[k].get("finish_reason") == "stop" for k in keys)
-    stop_a = sum(aa[k].get("finish_reason") == "stop" for k in keys)
+    stop_b = sum(bool((ab[k].get("signals") or {}).get("stopped")) for k in keys)
+    stop_a = sum(bool((aa[k].get("signals") or {}).get("stopped")) for k in keys)
     blocks: list[Any] = [
         Para(f"The same prompt answered before (`{before}`) and after (`{after}`) fine-tuning, as in the paper's "
              f"Tables 10-14. Of the {F.count(len(keys))} prompts both answered, {F.count(stop_b)} answers stopped by "
-             f"themselves before and {F.count(stop_a)} after. Shown: {len(chosen)}, picked deterministically — "
+             f"themselves (EOS) before and {F.count(stop_a)} after. Shown: {len(chosen)}, picked deterministically — "
              + ("the pinned ones first (`example_ids`), then " if pinned else "")
              + "one of each kind of change in the order of the table below, in benchmark and id order. Sentences "
              "that repeat an earlier sentence of the same answer are highlighted."),

@@ -49,6 +49,7 @@ def parse_message(msg: Any, latency: float) -> Result:
     usage = msg.get("usage") or {}
     reason = msg.get("stop_reason") or "stop"
     return Result(id="", text=text, finish_reason=_FINISH.get(reason, reason),
+                  stop_reason={"end_turn": "eos", "stop_sequence": "stop_string"}.get(reason),
                   prompt_tokens=int(usage.get("input_tokens") or 0),
                   completion_tokens=int(usage.get("output_tokens") or 0), latency_s=round(latency, 4),
                   model=str(msg.get("model") or ""), model_version=msg.get("model") or None)

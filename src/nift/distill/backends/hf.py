@@ -4,7 +4,7 @@ batch 32; see DESIGN.md).
 
 Raw prompts are continued as text (with the tokenizer's BOS where it adds one); chat messages go through the
 tokenizer's chat template with the generation prompt. finish_reason is "stop" when the model produced an end
-token or a stop sequence, "length" when it used all of max_tokens.
+token or a stop sequence (stop_reason "eos" or "stop_string"), "length" when it used all of max_tokens.
 """
 
 from __future__ import annotations
@@ -159,24 +159,23 @@ class HFBackend(TokenizerBackend):
         new = out[:, width:].tolist()
         results = []
         for p, ids, row, n_cut in zip(payloads, encoded, new, cut, strict=True):
-            finish = "length"
+            finish, why = "length", None
             gen = []
             for t in row:
                 if t in self._eos:
-                    finish = "stop"
+                    finish, why = "stop", "eos"
                     gen.append(t)
                     break
                 gen.append(t)
             n_completion = len(gen)
             text = self.tok.decode([t for t in gen if t not in self._eos], skip_special_tokens=True)
-            for s in p["stop"]:
-                at = text.find(s)
-                if at >= 0:
-                    text, finish = text[:at], "stop"
+            cuts = [at for s in p["stop"] if (at := text.find(s)) >= 0]
+            if cuts:  # the earliest stop string ends the text, whatever came after it
+                text, finish, why = text[:min(cuts)], "stop", "stop_string"
             results.append(Result(
                 id="", text=text, finish_reason=finish, prompt_tokens=len(ids), completion_tokens=n_completion,
                 latency_s=round(latency, 4), model=self.cfg.model, model_version=self._version,
-                truncated_tokens=n_cut,
+                truncated_tokens=n_cut, stop_reason=why,
             ))
         return results
 

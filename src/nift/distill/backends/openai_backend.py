@@ -56,8 +56,9 @@ def parse_response(data: Any, payload: dict[str, Any], latency: float) -> Result
         text = ""
     usage = data.get("usage") or {}
     prompt_text = payload.get("prompt") or "".join(m["content"] for m in payload.get("messages", []))
+    finish = choice.get("finish_reason") or "stop"
     return Result(
-        id="", text=text, finish_reason=choice.get("finish_reason") or "stop",
+        id="", text=text, finish_reason=finish, stop_reason=_stop_reason(finish, choice, payload),
         prompt_tokens=int(usage.get("prompt_tokens") or estimate_tokens(prompt_text)),
         completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(text)),
         latency_s=round(latency, 4), model=str(data.get("model") or ""),
@@ -96,3 +97,15 @@ class OpenAIBackend(OnlineBackend):
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _stop_reason(finish: str, choice: dict[str, Any], payload: dict[str, Any]) -> str | None:
+    """Which kind of stop: without stop strings in the request only the model's end token can have stopped it;
+    with some, only servers that say so (vLLM's `stop_reason`: the matched string, or null for EOS) tell."""
+    if finish != "stop":
+        return None
+    if not payload.get("stop"):
+        return "eos"
+    if "stop_reason" in choice:
+        return "stop_string" if isinstance(choice["stop_reason"], str) else "eos"
+    return None

@@ -83,6 +83,13 @@ class VLLMBackend(TokenizerBackend):
                 id="", text=c.text, finish_reason=c.finish_reason if c.finish_reason in ("stop", "length") else
                 str(c.finish_reason), prompt_tokens=len(out.prompt_token_ids), completion_tokens=len(c.token_ids),
                 latency_s=round(latency, 4), model=self.cfg.model, model_version=self._version,
-                truncated_tokens=n_cut,
+                truncated_tokens=n_cut, stop_reason=_stop_reason(c.finish_reason, c.stop_reason),
             ))
         return results
+
+
+def _stop_reason(finish: str, stop: Any) -> str | None:
+    """vLLM's stop_reason: None for the model's EOS, the matched string for a stop string, an id for a stop token."""
+    if finish != "stop":
+        return None
+    return "stop_string" if isinstance(stop, str) else "eos"
