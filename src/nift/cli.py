@@ -192,14 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="run the pipeline once per value of one setting; plot score against it and against cost",
         description="Run the whole pipeline once per value of one setting (data size, teacher, filter, ...) into "
         "RUN_DIR/sweep-PARAM/VALUE/, sharing every stage upstream of the setting and one teacher request store; "
-        "writes sweep.json, sweep.md and sweep.png (score vs the setting, the paper's Figure 2, and vs cost).",
+        "writes sweep.json, sweep.md and sweep.png (score vs the setting, the paper's Figure 2, and vs cost), and "
+        "study.json / study.md: every arm (the base model and each value, seeds pooled) with 95% CIs, paired against "
+        "the base model and the control arm. A config's `sweep:` section (param, values, labels, seeds, control) "
+        "makes a whole study one command: nift sweep study/small.",
         epilog="Examples: nift sweep quickstart --param distill.limit --values 24 48 96; nift sweep my.yaml "
         "--param distill.teacher.model --values gpt-4o-mini gpt-4-0125-preview; nift sweep my.yaml --param "
         "audit.drop --values '[]' '[uppercase_start]'")
     sw.add_argument("config", metavar="CONFIG", help="YAML config (a path or a shipped config name)")
-    sw.add_argument("--param", required=True, metavar="SECTION.KEY",
-                    help="the setting to vary, e.g. distill.limit (data size), distill.teacher.model, audit.drop")
-    sw.add_argument("--values", required=True, nargs="+", metavar="VALUE",
+    sw.add_argument("--param", metavar="SECTION.KEY",
+                    help="the setting to vary, e.g. distill.limit (data size), distill.teacher.model, audit.drop "
+                    "(default: the config's sweep.param, with its values, labels, seeds and control)")
+    sw.add_argument("--values", nargs="+", metavar="VALUE",
                     help="its values, each read as YAML (at least two)")
     sw.add_argument("--run-dir", metavar="DIR", help="override run_dir from the config (default: the config's)")
     sw.set_defaults(handler=_sweep)

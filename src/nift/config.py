@@ -833,11 +833,34 @@ class PipelineConfig(BaseModel):
     )
 
 
+class SweepConfig(BaseModel):
+    """`sweep:`: what `nift sweep CONFIG` varies when no --param is given — a study from one config: one arm per
+    value, each trained once per seed, every arm compared with the base model and with the control arm."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    param: str | None = Field(None, description="The setting to vary, SECTION.KEY (e.g. train.data).")
+    values: list[Any] = Field(default_factory=list, description="Its values (at least two, or one with seeds).")
+    labels: list[str] = Field(
+        default_factory=list, description="A name per value for the study table (e.g. distilled, undistilled); "
+        "empty = the values themselves.",
+    )
+    seeds: list[int] = Field(
+        default_factory=list, description="Train every value once per seed (train.seed); empty = once, with the "
+        "config's seed.",
+    )
+    control: str | None = Field(
+        None, description="The label of the control arm (e.g. undistilled: the original text, the paper's Table 1 "
+        "IDs 3 and 12): every other arm is also paired against it.",
+    )
+
+
 def nift_config_model() -> type[BaseModel]:
-    """The whole-file config: `run_dir`, `pipeline`, and one optional section per registered stage."""
+    """The whole-file config: `run_dir`, `pipeline`, `sweep`, and one optional section per registered stage."""
     fields: dict[str, Any] = {
         "run_dir": (str, Field("runs/default", description="Directory that holds every stage's output.")),
         "pipeline": (PipelineConfig, Field(default_factory=PipelineConfig)),
+        "sweep": (SweepConfig, Field(default_factory=SweepConfig)),
     }
     for name, cls in STAGE_CONFIGS.items():
         fields[name] = (cls, Field(default_factory=cls))

@@ -1,14 +1,18 @@
 """`nift sweep CONFIG --param KEY --values V...`: the pipeline once per value of one setting, with the plot of score
-against that setting (the paper's Figure 2 for data size) and against the teacher's cost.
+against that setting (the paper's Figure 2 for data size) and against the teacher's cost; and a study table: every
+arm (the base model, each value) with 95% CIs, each value paired against the base model and against the control.
 
 Run as: nift sweep quickstart --param distill.limit --values 24 48 96
         nift sweep my.yaml --param distill.teacher.model --values gpt-4o-mini gpt-4-0125-preview
         nift sweep my.yaml --param audit.drop --values '[]' '[uppercase_start]'
+        nift sweep study/small        (the config's `sweep:` section: values, labels, seeds, control)
 
-Each point is a full run in `RUN_DIR/sweep-<param>/<value>/`. Work is shared, never repeated: stages upstream of the
-swept setting are linked from the first point (their manifests match, so they are skipped), the "before" evaluation
-is linked when the swept setting cannot change it, and every point's teacher calls go through one request store, so
-a data-size sweep over `distill.limit` (nested subsets, by prepare's key order) pays each prompt once.
+Each point is a full run in `RUN_DIR/sweep-<param>/<value>[-seed<S>]/`. Work is shared, never repeated: stages
+upstream of the swept setting are linked from the first point (their manifests match, so they are skipped), the
+"before" evaluation is linked when the swept setting cannot change it, and every point's teacher calls go through one
+request store, so a data-size sweep over `distill.limit` (nested subsets, by prepare's key order) pays each prompt
+once. With `seeds`, every value is trained once per `train.seed` and its seeds are pooled per unit in the study
+table (`study.json`, `study.md`, see `nift.study`).
 """
 
 from __future__ import annotations
@@ -81,43 +85,109 @@ def _point_row(run_dir: Path, value: Any) -> dict[str, Any]:
     return row
 
 
-def run(config: str, param: str, values: list[str], run_dir: str | None = None, log=print) -> list[dict[str, Any]]:
-    if "." not in param:
-        raise ConfigError(f"--param {param!r}: name a setting as SECTION.KEY, e.g. distill.limit or train.lr")
-    section = param.split(".")[0]
-    if section not in pipeline.ORDER or section == "report":
-        raise ConfigError(f"--param {param!r}: {section!r} is not a pipeline stage ({', '.join(pipeline.ORDER)})")
-    parsed = [yaml.safe_load(v) for v in values]
-    if len(parsed) < 2:
-        raise ConfigError("--values: a sweep needs at least two values")
+def run(config: str, param: str | None = None, values: list[str] | None = None, run_dir: str | None = None,
+        log=print) -> list[dict[str, Any]]:
+    """One pipeline run per (value, seed); `param`/`values` from the command line, else the config's `sweep:`."""
     base_cfg = load_config(config, top_overrides={"run_dir": run_dir} if run_dir else None)
+    spec = base_cfg.sweep
+    from_cli = param is not None
+    if not from_cli:
+        if not spec.param:
+            raise ConfigError(f"{config}: give --param and --values, or a `sweep:` section with param and values")
+        param = spec.param
+    if (values is None) != (not from_cli):
+        raise ConfigError("--param and --values go together")
+    parsed = [yaml.safe_load(v) for v in values] if from_cli else list(spec.values)
+    seeds: list[int | None] = list(spec.seeds) or [None]
+    labels = [str(v) if isinstance(v, str) else json.dumps(v) for v in parsed] if from_cli or not spec.labels \
+        else list(spec.labels)
+    _check(param, parsed, labels, seeds, spec.control if not from_cli else None)
+    section = param.split(".")[0]
     base = Path(base_cfg.run_dir) / f"sweep-{param}"
     upstream = pipeline.ORDER[: pipeline.ORDER.index(section)]
     share_before = section not in ("eval",) and param != "train.model"
     shared_cache = base / "teacher-cache.sqlite"
     rows = []
+    points: dict[str, dict[str, Path]] = {}
     first: Path | None = None
-    for value in parsed:
-        point = base / _slug(value)
-        overrides = _nested(param, value)
-        if base_cfg.distill.cache is None and param != "distill.cache":
-            overrides.setdefault("distill", {}).setdefault("cache", str(shared_cache))
-        cfg = load_config(config, overrides=overrides, top_overrides={"run_dir": str(point)},
-                          cli_names={tuple(param.split(".")): f"--param {param}"})
-        if first is not None:
-            for stage in upstream:
-                _link(first / stage, point / stage)
-            if share_before:
-                _link(first / "eval" / "before", point / "eval" / "before")
-        log(f"[sweep] {param} = {value!r} -> {point}")
-        pipeline.run(cfg, log=log)
-        first = first or point
-        rows.append(_point_row(point, value))
+    for value, label in zip(parsed, labels, strict=True):
+        for seed in seeds:
+            point = base / (_slug(value) + (f"-seed{seed}" if seed is not None else ""))
+            overrides = _nested(param, value)
+            if seed is not None:
+                overrides.setdefault("train", {})["seed"] = seed
+            if base_cfg.distill.cache is None and param != "distill.cache":
+                overrides.setdefault("distill", {}).setdefault("cache", str(shared_cache))
+            cfg = load_config(config, overrides=overrides, top_overrides={"run_dir": str(point)},
+                              cli_names={tuple(param.split(".")): f"--param {param}"})
+            if first is not None:
+                for stage in upstream:
+                    _link(first / stage, point / stage)
+                if share_before:
+                    _link(first / "eval" / "before", point / "eval" / "before")
+            log(f"[sweep] {param} = {value!r}" + (f", train.seed = {seed}" if seed is not None else "")
+                + f" -> {point}")
+            pipeline.run(cfg, log=log)
+            first = first or point
+            rows.append({**_point_row(point, value), "label": label, "seed": seed})
+            points.setdefault(label, {})[str(seed if seed is not None else cfg.train.seed)] = point
     write_json(base / "sweep.json", {"param": param, "points": rows})
     _write_table(base / "sweep.md", param, rows)
     _plot(base / "sweep.png", param, rows)
     log(f"[sweep] wrote {base / 'sweep.md'} and {base / 'sweep.png'}")
+    if share_before and first is not None:
+        _study(base, first, points, spec.control if not from_cli else None, log)
     return rows
+
+
+def _check(param: str, values: list[Any], labels: list[str], seeds: list[int | None], control: str | None) -> None:
+    """Every mistake in the sweep's shape, before the first (long) point runs."""
+    if "." not in param:
+        raise ConfigError(f"--param {param!r}: name a setting as SECTION.KEY, e.g. distill.limit or train.lr")
+    section = param.split(".")[0]
+    if section not in pipeline.ORDER or section == "report":
+        raise ConfigError(f"--param {param!r}: {section!r} is not a pipeline stage ({', '.join(pipeline.ORDER)})")
+    if len(values) < 2 and len(seeds) < 2:
+        raise ConfigError("sweep values: a sweep needs at least two values (or one value with several seeds)")
+    if len(labels) != len(values):
+        raise ConfigError(f"sweep.labels: {len(labels)} labels for {len(values)} values; give one per value")
+    if len(set(labels)) != len(labels) or len({_slug(v) for v in values}) != len(values):
+        raise ConfigError("sweep values and labels must be distinct")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError("sweep.seeds must be distinct")
+    if control is not None and control not in labels:
+        raise ConfigError(f"sweep.control {control!r} is not one of the labels ({', '.join(labels)})")
+
+
+def _study(base: Path, first: Path, points: dict[str, dict[str, Path]], control: str | None, log) -> None:
+    """The study table: the base model and every arm with CIs, each arm against base and against the control."""
+    from nift import study
+
+    before = first / "eval" / "before"
+    done = {label: {s: p / "eval" / "after" for s, p in seeds.items() if (p / "eval" / "after" / "per_item.jsonl")
+                    .is_file()} for label, seeds in points.items()}
+    if not (before / "per_item.jsonl").is_file() or not any(done.values()):
+        return
+    base_arm = study.Arm("base", {"-": before})
+    trained = [study.Arm(label, evals) for label, evals in done.items() if evals]
+    vs_base = {a.name: study.pair(base_arm, a) for a in trained}
+    ctrl = next((a for a in trained if a.name == control), None)
+    vs_control = {a.name: study.pair(ctrl, a) for a in trained if ctrl is not None and a is not ctrl}
+    pairs = [*vs_base.values(), *vs_control.values()]
+    # the headline speaks of the first arm that is not the control (the distilled one in the paper's design)
+    treated = next((a.name for a in trained if a is not ctrl), None)
+    results = json.loads((before / "results.json").read_text(encoding="utf-8"))
+    trained_with = (read_manifest(first / "train") or {}).get("config", {}).get("template")
+    sentence = study.headline(vs_base[treated], vs_control.get(treated), results.get("template"),
+                              trained_with) if treated else ""
+    arms = [base_arm, *trained]
+    table = study.arm_table(arms)
+    write_json(base / "study.json", {"headline": sentence, "control": control,
+                                     "arms": {a.name: sorted(a.seeds) for a in arms}, "table": table,
+                                     "pairs": pairs})
+    (base / "study.md").write_text(f"# Study: {base.name}\n\n" + study.markdown(arms, table, pairs, sentence),
+                                   encoding="utf-8")
+    log(f"[sweep] {sentence}\n[sweep] wrote {base / 'study.md'}")
 
 
 def _metric_labels(rows: list[dict[str, Any]]) -> list[str]:

@@ -37,7 +37,7 @@ from nift import __version__
 from nift.artifacts import StageContext, atomic_open, run_stage, sha256_file, write_json
 from nift.config import TrainConfig, hash_obj
 from nift.errors import ConfigError, InputError, NiftError, missing_package
-from nift.models import ModelRef, load_tokenizer, resolve, tokenizer_hash
+from nift.models import ModelRef, cpu_has_bf16, load_tokenizer, resolve, tokenizer_hash
 from nift.packing import PackedCollator, PaddedCollator, packing_works, use_segment_attention
 from nift.templates import IGNORE, TemplateEncoder, check_template, resolve_eos, resolve_pad
 from nift.train_data import DataSpec, load_examples, resolve_source, split_eval
@@ -186,15 +186,6 @@ def _device(cfg: TrainConfig, procs: Processes) -> str:
             )
         return "cuda"
     return "cpu"
-
-
-def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matrix multiplies in hardware (Linux flags; elsewhere assume not)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
 def resolve_precision(choice: str, device: str) -> str:

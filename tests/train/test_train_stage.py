@@ -205,7 +205,8 @@ def test_cli_help_explains_effective_batch_and_ships_accelerate_configs(capsys):
 
 
 def test_precision_follows_the_device():
-    from nift.train import cpu_has_bf16, resolve_precision
+    from nift.models import cpu_has_bf16
+    from nift.train import resolve_precision
 
     assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_bf16() else "fp32")
     assert resolve_precision("fp32", "cpu") == "fp32"
