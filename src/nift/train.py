@@ -272,21 +272,76 @@ def build_student(cfg: TrainConfig, mref: ModelRef, device: str, precision: str)
 
 
 class _ScoredPositions:
-    """Forward pre-hook for the output head: when `index` is set, the head sees only those flattened positions."""
+    """Forward pre-hook for the output head: when `index` is set, the head sees only those flattened positions.
+    With `stash`, it keeps them in `hidden` and hands the head none at all: the loss then runs the head itself,
+    chunk by chunk (`fused_linear_ce`), instead of the model materialising every scored position's logits."""
 
     def __init__(self) -> None:
         self.index: Any = None
+        self.stash = False
+        self.hidden: Any = None
 
     def __call__(self, module: Any, args: tuple) -> tuple | None:
         if self.index is None or not args:
             return None
         hidden = args[0]
-        return (hidden.reshape(-1, hidden.shape[-1])[self.index].unsqueeze(0), *args[1:])
+        picked = hidden.reshape(-1, hidden.shape[-1])[self.index]
+        if self.stash:
+            self.hidden = picked
+            return (picked[:0].unsqueeze(0), *args[1:])
+        return (picked.unsqueeze(0), *args[1:])
+
+
+def _fused_ce_class() -> type:
+    import torch
+
+    class FusedLinearCE(torch.autograd.Function):
+        """sum(cross_entropy(hidden @ weight.T, targets)) in row chunks, the gradient computed as each chunk's
+        logits exist (softmax minus one-hot, times the weight), so no more than one chunk of logits is ever held and
+        nothing is recomputed in the backward pass. What Liger-Kernel's fused linear cross-entropy does on GPUs, in
+        plain torch: with Gemma-3's 262k vocabulary the logits of one packed micro-batch are ~700 MB in fp32, and
+        slicing them for a chunked loss made autograd allocate and zero a full-size tensor per chunk (13% of a CPU
+        step in a profile)."""
+
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, targets: Any, rows: int) -> Any:
+            need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            grad_h = torch.empty_like(hidden) if need_h else None
+            grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+            for s in range(0, hidden.shape[0], rows):
+                h, t = hidden[s:s + rows], targets[s:s + rows]
+                logits = (h @ weight.t()).float()
+                lse = torch.logsumexp(logits, dim=-1)
+                total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+                if need_h or need_w:
+                    p = torch.exp_(logits.sub_(lse[:, None]))  # softmax, in place of the logits
+                    p[torch.arange(t.numel(), device=t.device), t] -= 1.0
+                    if need_h:
+                        grad_h[s:s + rows] = (p.to(weight.dtype) @ weight).to(hidden.dtype)
+                    if need_w:
+                        grad_w += p.t() @ h.float()
+            ctx.save_for_backward(grad_h if need_h else None, grad_w if need_w else None)
+            ctx.weight_dtype = weight.dtype
+            return total
+
+        @staticmethod
+        def backward(ctx: Any, grad_out: Any) -> tuple:
+            grad_h, grad_w = ctx.saved_tensors
+            return (None if grad_h is None else grad_h * grad_out.to(grad_h.dtype),
+                    None if grad_w is None else (grad_w * grad_out).to(ctx.weight_dtype), None, None)
+
+    return FusedLinearCE
+
+
+def fused_linear_ce(hidden: Any, weight: Any, targets: Any, max_elements: int = 1 << 24) -> Any:
+    """Summed fp32 cross-entropy of `hidden @ weight.T` against `targets`, at most `max_elements` logits at a time."""
+    return _fused_ce_class().apply(hidden, weight, targets, max(1, max_elements // weight.shape[0]))
 
 
 def completion_ce_sum(logits: Any, targets: Any, max_elements: int = 1 << 24) -> Any:
     """Summed cross-entropy in fp32, in chunks recomputed in the backward pass, so at most `max_elements` fp32
-    logits exist at a time (the vocabulary of Gemma-3 is 262k)."""
+    logits exist at a time (for heads `fused_linear_ce` cannot stand in for)."""
     import torch
     import torch.nn.functional as F
     from torch.utils.checkpoint import checkpoint
@@ -301,6 +356,20 @@ def completion_ce_sum(logits: Any, targets: Any, max_elements: int = 1 << 24) ->
     return total
 
 
+def _can_fuse_head(model: Any, head: Any, accelerator: Any) -> bool:
+    """The loss may run the head itself when the head is a plain bias-free Linear whose logits the model does not
+    transform (no final soft-capping or scaling) and its weight is a whole tensor here (not sharded by FSDP or
+    ZeRO-3)."""
+    import torch
+
+    config = getattr(model, "config", None)
+    transformed = any(getattr(config, k, None) not in (None, 1, 1.0)
+                      for k in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+    dist = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
+    return (type(head) is torch.nn.Linear and head.bias is None and not transformed
+            and dist not in ("FSDP", "DEEPSPEED"))
+
+
 def _trainer_class() -> type:
     from transformers import Trainer
 
@@ -313,6 +382,7 @@ def _trainer_class() -> type:
             self._scored = _ScoredPositions()
             head = self.model.get_output_embeddings()
             self._hook = head.register_forward_pre_hook(self._scored) if head is not None else None
+            self._head = head if head is not None and _can_fuse_head(self.model, head, self.accelerator) else None
             self._last_log = (time.perf_counter(), None)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -327,15 +397,20 @@ def _trainer_class() -> type:
             targets = labels[:, 1:][scored]
             positions = F.pad(scored, (0, 1))  # the logits at position t predict token t+1
             self._scored.index = positions.reshape(-1).nonzero().squeeze(1) if self._hook else None
+            self._scored.stash = self._head is not None
             try:
                 outputs = model(**inputs, use_cache=False)
+                hidden, self._scored.hidden = self._scored.hidden, None
             finally:
                 self._scored.index = None
-            logits = outputs.logits
-            if logits.shape[:2] != (1, targets.numel()):  # the head was not called as a module: full logits
-                logits = logits[positions]
-            logits = logits.reshape(-1, logits.shape[-1])
-            loss_sum = completion_ce_sum(logits, targets)
+            if hidden is not None:
+                loss_sum = fused_linear_ce(hidden, self._head.weight, targets)
+            else:
+                logits = outputs.logits
+                if logits.shape[:2] != (1, targets.numel()):  # the head was not called as a module: full logits
+                    logits = logits[positions]
+                logits = logits.reshape(-1, logits.shape[-1])
+                loss_sum = completion_ce_sum(logits, targets)
             if num_items_in_batch is None:
                 loss = loss_sum / max(targets.numel(), 1)
             else:

@@ -246,19 +246,27 @@ def results(run: RunDir, before: str, after: str, report_dir: Path, n_boot: int,
             inner.append(Figure("compare.png", (cmp_dir / "compare.png").read_bytes(), "paired differences",
                                 "`nift compare`: each metric's paired difference with its 95% bootstrap CI."))
         blocks.append(Details(f"Every paired comparison ({len(all_rows)} metrics, `nift compare`)", inner))
-    summary = _summary(evals, before, after, by_unit) if paired else None  # shown in the overview
+    train = run.done("train")
+    summary = _summary(evals, before, after, by_unit, train.config.get("template") if train else None) \
+        if paired else None  # shown in the overview
     return Section("results", "Before / after results", blocks), _cards(evals, before, after), summary
 
 
 # Headline metrics of the summary sentence, in this order: the paper's claims (the model stops by itself and
 # follows instructions more often), then what a judge measured.
-SUMMARY_UNITS = ("signals/stopped", "ifeval/prompt_strict", "ifeval/inst_loose", "signals/repeated_ngram_share",
-                 "signals/empty", "mt_bench/score", "arena_hard/score")
+SUMMARY_UNITS = ("signals/stopped", "signals/stop_string", "ifeval/prompt_strict", "ifeval/inst_loose",
+                 "signals/repeated_ngram_share", "signals/empty", "mt_bench/score", "arena_hard/score")
 
 
-def _summary(evals: dict[str, Evaluation], before: str, after: str, by_unit: dict[str, Any]) -> Para | None:
-    """One sentence per headline metric: both values, the paired difference, its CI and p, and whether that is
-    significant at 5% — so the report says what the run shows, whatever it shows."""
+def _summary(evals: dict[str, Evaluation], before: str, after: str, by_unit: dict[str, Any],
+             trained_with: str | None = None) -> Para | None:
+    """The headline (the result against the paper's claim, in one sentence), then one clause per headline metric:
+    both values, the paired difference, its CI and p, and whether that is significant at 5% — so the report says
+    what the run shows, whatever it shows."""
+    from nift.study import headline
+
+    claim = headline(list(by_unit.values()), template=evals[after].results.get("template"),
+                     trained_with=trained_with)
     parts = []
     for unit in SUMMARY_UNITS:
         m = next(m for m in METRICS if m.unit == unit)
@@ -277,8 +285,8 @@ def _summary(evals: dict[str, Evaluation], before: str, after: str, by_unit: dic
                      f"{verdict}, n = {c['n_paired']})")
     if not parts:
         return None
-    return Para(f"**What this run shows** ({before} → {after}, paired over the same prompts): " + "; ".join(parts)
-                + ".", "note")
+    return Para(f"**{claim}** What this run shows ({before} → {after}, paired over the same prompts): "
+                + "; ".join(parts) + ".", "note")
 
 
 def _cards(evals: dict[str, Evaluation], before: str, after: str) -> list[Card]:
