@@ -93,8 +93,20 @@ def test_completion_loss_equals_transformers_loss_packed_or_padded(tiny, tmp_pat
     assert loss_packed == pytest.approx(reference, rel=1e-5)  # no attention across examples
     assert loss_one_row == pytest.approx(reference, rel=1e-5)
     assert loss_segments == pytest.approx(reference, rel=1e-5)
+    # The loss ran the head itself, fused with the cross-entropy, on completion positions only: the model's own
+    # call of the head got no position at all.
+    assert trainer._head is model.get_output_embeddings()
+    assert seen and all(s[:2] == (1, 0) for s in seen)
     scored = sum(sum(1 for x in f["labels"][1:] if x != IGNORE) for f in feats)
-    assert all(s[:2] == (1, scored) for s in seen)  # the head ran on completion positions only
+    trainer._head, seen[:] = None, []  # a head the loss cannot fuse: the model runs it, on those positions only
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, a, o: seen.append(a[0].shape))
+    try:
+        with torch.no_grad():
+            loss_unfused = trainer.compute_loss(model, dict(PackedCollator(pad_id=0, capacity=40)(feats))).item()
+    finally:
+        hook.remove()
+    assert loss_unfused == pytest.approx(reference, rel=1e-5)
+    assert seen and all(s[:2] == (1, scored) for s in seen)
 
 
 def test_packing_check_catches_a_model_that_ignores_position_ids(tiny):
