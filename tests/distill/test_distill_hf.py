@@ -126,3 +126,28 @@ def test_distill_bad_prepared_input(smollm2, tmp_path):
 def test_hf_backend_loads_lazily(smollm2):
     b = HFBackend(cfg(smollm2))
     assert b.model is None and b.count_tokens("The capital of France is") == 5 and b.context_tokens() == 8192
+
+
+def test_a_shared_prompt_prefix_is_computed_once_and_changes_nothing(hf_teacher, smollm2, gemma_base, tmp_path):
+    """FastChat's one_shot puts ~460 tokens of one-shot example before every question: the hf backend runs that
+    prefix once per batch and copies its cache; the greedy answers equal those computed whole."""
+    from nift.distill.backends.hf import HFBackend, shared_prefix
+    from nift.eval.templates import render
+
+    assert shared_prefix([[1] * 70 + [2], [1] * 70 + [3, 4]]) == [1] * 70
+    assert shared_prefix([[1] * 70], ) == [] and shared_prefix([[1] * 10 + [2], [1] * 10 + [3]]) == []
+    assert shared_prefix([[1] * 80, [1] * 80]) == [1] * 79  # each row keeps a token of its own
+
+    questions = ["Write a haiku about rain.", "List three fruits.", "What is 2+2?", "Name a colour."]
+    reqs = [Request(id=f"q{i}", prompt=render("one_shot", [(q, None)]).prompt) for i, q in enumerate(questions)]
+    for model, backend in ((smollm2, hf_teacher), (gemma_base, None)):
+        c = cfg(model, max_tokens=12, batch_size=4, stop=["###"])
+        backend = backend or HFBackend(c)
+        backend.prefix_cache, backend._prefix = True, None
+        cached = run_requests(c, reqs, tmp_path / f"{model}-a.sqlite", progress=False, backend=backend)
+        assert backend._prefix is not None and len(backend._prefix[0]) > 400  # the one-shot example, once
+        backend.prefix_cache = False
+        whole = run_requests(c, reqs, tmp_path / f"{model}-b.sqlite", progress=False, backend=backend)
+        backend.prefix_cache = True
+        assert [cached[r.id].text for r in reqs] == [whole[r.id].text for r in reqs]
+        assert [cached[r.id].finish_reason for r in reqs] == [whole[r.id].finish_reason for r in reqs]

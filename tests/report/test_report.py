@@ -127,8 +127,14 @@ def test_report_holds_the_runs_own_numbers(report_run: Path):
     expected.append(f"| signals/words | {words['n_paired']} |")
     expected.append(f"wilcoxon (n={words['n_paired']})")
     stopped = next(r for r in cmp["metrics"] if r["metric"] == "signals/stopped")
-    expected.append(f"What this run shows** (before → after, paired over the same prompts): stopped by itself "
+    claim = next(r for r in cmp["metrics"] if r["metric"] == "ifeval/inst_loose")
+    expected.append("**Against the paper's claim that non-instructional fine-tuning improves instruction following, "
+                    f"this run {'does not reproduce' if claim['test']['p_value'] >= 0.05 else ''}")
+    expected.append(f"IFEval instruction-level loose accuracy {100 * claim['mean_a']:.1f}% → "
+                    f"{100 * claim['mean_b']:.1f}%")
+    expected.append(f"What this run shows (before → after, paired over the same prompts): stopped by itself (EOS) "
                     f"{100 * stopped['mean_a']:.1f}% → {100 * stopped['mean_b']:.1f}%")
+    expected.append("the student was trained with `vanilla`")
     # examples: an answer of each side, as generated
     a_before = _rows(report_run / "eval" / "before" / "answers" / "ifeval.jsonl")[0]
     a_after = _rows(report_run / "eval" / "after" / "answers" / "ifeval.jsonl")[0]

@@ -174,6 +174,19 @@ def results(run: RunDir, before: str, after: str, report_dir: Path, n_boot: int,
                      benches or F.DASH, f"`{judge.get('backend')}:{judge.get('model')}`" if judge else F.DASH])
     blocks.append(Table(["evaluation", "model", "template", "max new tokens", "benchmarks", "judge"], info,
                         align="llllll"))
+    train = run.done("train")
+    used = {str(ev.results.get("template")) for ev in evals.values() if ev.results.get("template")}
+    if used:
+        why = next((ev.results.get("template_reason") for ev in evals.values() if ev.results.get("template_reason")),
+                   None)
+        blocks.append(Para(
+            f"Questions were asked with the template {', '.join(f'`{t}`' for t in sorted(used))}"
+            + (f" ({why})" if why else "")
+            + (f"; the student was trained with `{train.config.get('template')}`" if train else "")
+            + ". As in the paper, a model is asked questions in a conversation, not as the start of a document: "
+            "the training template is not the evaluation template. An answer ends in one of three ways, counted "
+            "apart below: the model's own end token (EOS: *stopped by itself*), the template's stop string (the "
+            "model went on to write the next turn, which the template cuts off), or the token limit."))
 
     cmp, cmp_dir, computed = compare_result(run, before, after, report_dir / "compare", n_boot, seed) \
         if before in evals and after in evals else (None, None, False)

@@ -383,6 +383,24 @@ def final_losses(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_train": summary.get("train_loss"), "steps": train[-1][0] if train else None}
 
 
+def _examples_cell(st: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """How many examples were trained, and how EOS was set: a teacher output cut at max_tokens did not end, so it is
+    trained without EOS or dropped (train.cut_at_max_tokens)."""
+    ex = st.get("examples") or {}
+    skipped = st.get("skipped") or {}
+    n = ex.get("train") if isinstance(ex, dict) else ex
+    parts = [f"{F.count(n)} trained" + (f", {F.count(ex.get('eval'))} held out" if isinstance(ex, dict) else "")]
+    if st.get("without_eos") is not None:
+        parts.append(f"{F.count(st['without_eos'])} cut at the teacher's max_tokens trained without EOS")
+    if skipped.get("cut_at_max_tokens"):
+        parts.append(f"{F.count(skipped['cut_at_max_tokens'])} cut at max_tokens dropped")
+    other = {k: v for k, v in skipped.items() if k != "cut_at_max_tokens" and v}
+    if other:
+        parts.append("skipped: " + ", ".join(f"{k.replace('_', ' ')} {F.count(v)}" for k, v in sorted(other.items())))
+    return "; ".join(parts) + (f" (cut_at_max_tokens: {cfg['cut_at_max_tokens']})"
+                               if cfg.get("cut_at_max_tokens") else "")
+
+
 def training(run: RunDir) -> tuple[Section, list[Card]]:
     t = run.done("train")
     if t is None:
@@ -397,6 +415,7 @@ def training(run: RunDir) -> tuple[Section, list[Card]]:
     blocks.append(Table(["setting", "value"], [
         ["student", f"`{cfg.get('model')}`"], ["method", f"{cfg.get('method')}{lora}"],
         ["template", str(cfg.get("template"))], ["training data", f"`{cfg.get('data')}`"],
+        ["examples", _examples_cell(st, cfg)],
         ["optimizer steps", F.count(st.get("steps"))],
         ["effective batch", f"{F.count(st.get('effective_batch'))} sequences ({F.count(st.get('world_size'))} "
                             f"process(es), {st.get('precision')}, packing {'on' if st.get('packing') else 'off'})"],

@@ -110,6 +110,11 @@ class HFBackend(TokenizerBackend):
             self._dtype = str(dtype).removeprefix("torch.")
         self._eos: set[int] | None = None
         self._pad: int | None = None
+        # Prompts of a batch that start with the same tokens (FastChat's one_shot: ~460 tokens of one-shot example
+        # before every question) share one computed prefix: its key/value cache is made once and copied per batch.
+        self.prefix_cache = True
+        self._prefix: tuple[tuple[int, ...], Any] | None = None
+        self._prefix_ok = False  # checked once per model: the cached prefix gives the same next-token logits
 
     def load(self) -> None:
         if self.model is None:
@@ -123,6 +128,19 @@ class HFBackend(TokenizerBackend):
 
     def extra_params(self) -> dict[str, Any]:
         return {"dtype": self._dtype}
+
+    def _prefix_kv(self, prefix: list[int], batch: int) -> Any:
+        """A fresh cache holding `prefix` for each of `batch` rows (generate extends it in place)."""
+        import copy
+
+        torch = self._torch
+        if self._prefix is None or self._prefix[0] != tuple(prefix):
+            with torch.inference_mode():
+                out = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
+            self._prefix = (tuple(prefix), out.past_key_values)
+        kv = copy.deepcopy(self._prefix[1])
+        kv.batch_repeat_interleave(batch)
+        return kv
 
     # ----------------------------------------------------------------------------------------- generate
 
@@ -139,12 +157,24 @@ class HFBackend(TokenizerBackend):
             ids, n_cut = self.fit(self.encoded(p), max_new)
             encoded.append(ids)
             cut.append(n_cut)
-        width = max(len(x) for x in encoded)
-        input_ids = torch.full((len(encoded), width), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for i, ids in enumerate(encoded):
-            input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            mask[i, width - len(ids):] = 1
+        prefix = shared_prefix(encoded) if self.prefix_cache else []
+        if prefix and not self._prefix_ok:
+            self._prefix_ok = self.prefix_cache = _check_prefix_cache(self.model, self.tok, prefix, self.device)
+            if not self._prefix_ok:
+                self.log(f"[hf] {self.cfg.model}: a shared prompt prefix cannot be cached for this model; "
+                         "computing every prompt whole")
+                prefix = []
+        width = max(len(x) for x in encoded) - len(prefix)
+        input_ids = torch.full((len(encoded), len(prefix) + width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), len(prefix) + width), dtype=torch.long)
+        input_ids[:, :len(prefix)] = torch.tensor(prefix, dtype=torch.long)
+        mask[:, :len(prefix)] = 1
+        for i, ids in enumerate(encoded):  # each row: the shared prefix, padding, then its own tokens
+            rest = ids[len(prefix):]
+            input_ids[i, input_ids.shape[1] - len(rest):] = torch.tensor(rest, dtype=torch.long)
+            mask[i, mask.shape[1] - len(rest):] = 1
+        width = input_ids.shape[1]
+        extra = {"past_key_values": self._prefix_kv(prefix, len(encoded))} if prefix else {}
         gen_cfg = GenerationConfig(
             max_new_tokens=max_new, do_sample=p0["temperature"] > 0, pad_token_id=self._pad,
             eos_token_id=sorted(self._eos), bos_token_id=self.tok.bos_token_id,
@@ -154,7 +184,8 @@ class HFBackend(TokenizerBackend):
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                      generation_config=gen_cfg, **({"tokenizer": self.tok} if p0["stop"] else {}))
+                                      generation_config=gen_cfg, **({"tokenizer": self.tok} if p0["stop"] else {}),
+                                      **extra)
         latency = time.perf_counter() - t0
         new = out[:, width:].tolist()
         results = []
@@ -178,6 +209,50 @@ class HFBackend(TokenizerBackend):
                 truncated_tokens=n_cut, stop_reason=why,
             ))
         return results
+
+
+# A shared prefix shorter than this is not worth a separate forward pass and a cache copy.
+MIN_SHARED_PREFIX = 64
+
+
+def shared_prefix(rows: list[list[int]]) -> list[int]:
+    """The longest prefix every row starts with, leaving each row at least one token of its own (the last prompt
+    token must run through the model to give the first new token's logits); [] when shorter than
+    MIN_SHARED_PREFIX or for a single row."""
+    if len(rows) < 2:
+        return []
+    limit = min(len(r) for r in rows) - 1
+    first = rows[0]
+    n = 0
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return first[:n] if n >= MIN_SHARED_PREFIX else []
+
+
+def _check_prefix_cache(model: Any, tok: Any, prefix: list[int], device: str) -> bool:
+    """Does this model continue a copied prefix cache with padding after it exactly as it runs the whole sequence?
+    (Models whose caches cannot be copied or repeated, or that ignore the attention mask in the middle, fail.)"""
+    import copy
+
+    import torch
+
+    tail = prefix[-8:]
+    try:
+        with torch.inference_mode():
+            full = model(input_ids=torch.tensor([prefix + tail], device=device)).logits[0, -1].float()
+            kv = model(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+            kv = copy.deepcopy(kv)
+            kv.batch_repeat_interleave(2)
+            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+            ids = torch.tensor([prefix + [pad] * 3 + tail, prefix + [pad] * 3 + tail], device=device)
+            mask = torch.ones_like(ids)
+            mask[:, len(prefix):len(prefix) + 3] = 0
+            pos = (mask.cumsum(-1) - 1)[:, len(prefix):]
+            got = model(input_ids=ids[:, len(prefix):], attention_mask=mask, past_key_values=kv,
+                        position_ids=pos).logits[:, -1].float()
+    except Exception:  # noqa: BLE001 - any failure means: do not use it for this model
+        return False
+    return bool(torch.allclose(got, full.expand_as(got), atol=1e-3 * max(1.0, float(full.abs().max()))))
 
 
 def end_token_ids(tok: Any, generation_config: Any, name: str) -> set[int]:
