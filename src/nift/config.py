@@ -680,6 +680,11 @@ class EvalConfig(StageConfig):
         "template when it has one, else its family's FastChat template (Llama-2 one_shot, Mistral zephyr, Llama-3 "
         "llama-3), else one_shot; never the training template (`nift run` uses the student's for before and after).",
     )
+    template_model: str | None = Field(
+        None, description="With template auto: choose the template as for this model rather than the evaluated one "
+        "(`nift run` names the student, so that before and after are asked the same way, e.g. a lora-base merge "
+        "into an instruct model is asked like its base).",
+    )
     system_prompt: str | None = Field(None, description="System prompt for the evaluated model; null = none.")
     backend: Literal["hf", "vllm", "openai"] = Field(
         "hf", description="How answers are generated: hf (transformers, batched, CPU or CUDA), vllm (GPU, when "

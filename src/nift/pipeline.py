@@ -30,8 +30,12 @@ def _stage_runner(name: str):
     return getattr(import_module(module), func)
 
 
-def _eval_cfg(cfg: Any, model: str, name: str, template: str) -> Any:
-    return cfg.eval.model_copy(update={"model": model, "name": name, "template": template})
+def _eval_cfg(cfg: Any, model: str, name: str) -> Any:
+    """Before and after are asked the same way: an `auto` template is chosen once, as for the student."""
+    update: dict[str, Any] = {"model": model, "name": name}
+    if cfg.eval.template == "auto" and not cfg.eval.template_model:
+        update["template_model"] = cfg.train.model
+    return cfg.eval.model_copy(update=update)
 
 
 def after_model(run_dir: Path, steps: list[str]) -> str:
@@ -55,19 +59,6 @@ def compare_before_after(run_dir: Path, n_boot: int, seed: int, force: bool = Fa
     compare(before, after, out=out, n_boot=n_boot, seed=seed)
     write_json(marker, ident)
     return "ran"
-
-
-def eval_template(cfg: Any, log=print) -> str:
-    """The template both evaluations use: eval.template, or for `auto` the paper's conversation template of the
-    student (the model before training)."""
-    if cfg.eval.template != "auto":
-        return cfg.eval.template
-    from nift.eval.templates import conversation_template
-
-    template, why = conversation_template(cfg.train.model)
-    log(f"[run] evaluating before and after with template {template!r}: {why}; trained with "
-        f"{cfg.train.template!r}")
-    return template
 
 
 def plan(cfg: Any, start: str | None = None, until: str | None = None) -> list[str]:
@@ -107,13 +98,11 @@ def run(cfg: Any, start: str | None = None, until: str | None = None, force: boo
     for s in steps:
         if s == "eval":
             # Before and after are asked the same way, in a conversation as the paper did (Table 1 "Template"), not
-            # with the training template: `auto` resolves to the student's conversation template once, for both.
-            template = eval_template(cfg, log)
+            # with the training template: `auto` resolves to the student's conversation template, for both.
             if cfg.pipeline.eval_before:
-                step("eval before", _stage_runner("eval"), _eval_cfg(cfg, cfg.train.model, "before", template))
+                step("eval before", _stage_runner("eval"), _eval_cfg(cfg, cfg.train.model, "before"))
             if cfg.pipeline.eval_after:
-                step("eval after", _stage_runner("eval"),
-                     _eval_cfg(cfg, after_model(run_dir, configured), "after", template))
+                step("eval after", _stage_runner("eval"), _eval_cfg(cfg, after_model(run_dir, configured), "after"))
             if cfg.pipeline.eval_before and cfg.pipeline.eval_after:
                 t0 = time.perf_counter()
                 status = compare_before_after(run_dir, cfg.eval.n_boot, cfg.eval.seed, force)

@@ -80,7 +80,10 @@ def test_pipeline_files_skip_and_rerun(tmp_path, owt_corpus, shared_data, smollm
     # downstream numbers are the run's own
     assert json.loads((run_dir / "prepare" / "manifest.json").read_text())["rows"]["data.jsonl"] == 6
     after = json.loads((run_dir / "eval" / "after" / "results.json").read_text())
-    assert after["model"] == str(run_dir / "merge" / "model") and after["template"] == "vanilla"
+    # asked in a conversation (SmolLM2-Instruct's own chat template), as the paper did, not with the training template
+    assert after["model"] == str(run_dir / "merge" / "model") and after["template"] == "chat"
+    before = json.loads((run_dir / "eval" / "before" / "results.json").read_text())
+    assert before["template"] == "chat" and before["template_reason"] == after["template_reason"]
     if HAS_REPORT:
         html = (run_dir / "report" / "report.html").read_text()
         acc = after["benchmarks"]["ifeval"]["inst_level_strict_acc"]

@@ -134,13 +134,14 @@ def test_report_holds_the_runs_own_numbers(report_run: Path):
                     f"{100 * claim['mean_b']:.1f}%")
     expected.append(f"What this run shows (before → after, paired over the same prompts): stopped by itself (EOS) "
                     f"{100 * stopped['mean_a']:.1f}% → {100 * stopped['mean_b']:.1f}%")
-    expected.append("the student was trained with `vanilla`")
+
     # examples: an answer of each side, as generated
     a_before = _rows(report_run / "eval" / "before" / "answers" / "ifeval.jsonl")[0]
     a_after = _rows(report_run / "eval" / "after" / "answers" / "ifeval.jsonl")[0]
-    expected.append(f"Example 1: IFEval {a_before['id']}")
+    expected.append(f": IFEval {a_before['id']} ")  # every shared prompt is shown (4 examples of 4)
     # timings from the manifests
     expected.append(f"| merge | {read_manifest(report_run / 'merge')['timings']['started'].replace('T', ' ')[:19]}")
+    assert "the student was trained with `vanilla`" in md and "the student was trained with vanilla" in html_text
     for s in expected:
         assert s in md, s
     for s in expected:

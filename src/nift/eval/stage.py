@@ -81,8 +81,11 @@ def _pick_template(cfg: Any, target: Target, gen: Generator, log) -> tuple[str, 
         return "chat", cfg.system_prompt, "an endpoint applies the model's own chat template"
     from nift.eval.templates import conversation_template
 
-    ref = target.meta.get("base_model") if target.kind == "train" and target.meta else target.load_ref
+    ref = cfg.template_model or (target.meta.get("base_model") if target.kind == "train" and target.meta
+                                 else target.load_ref)
     template, why = conversation_template(ref)
+    if cfg.template_model:
+        why += f", chosen for {cfg.template_model}"
     if template == "chat" and not getattr(gen.tokenizer, "chat_template", None):
         template, why = "one_shot", "FastChat's one_shot: the loaded tokenizer has no chat template"
     log(f"[eval] template {template!r}: {why}"
