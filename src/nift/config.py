@@ -731,6 +731,10 @@ class EvalConfig(StageConfig):
         None, description="Baseline answers for Arena-Hard (arena-hard model_answer JSONL, or another nift eval's "
         "answers/arena_hard.jsonl); null = the data source's official baseline.",
     )
+    arena_style_control: bool = Field(
+        False, description="Arena-Hard: also report the style-controlled win rate (answer length and markdown as "
+        "covariates of the Bradley-Terry fit, as arena-hard-auto since 2024-08; v0.1 or v2.0 rules by the data).",
+    )
     judge: BackendConfig = Field(
         default_factory=_default_judge, description="The judge for MT-Bench and Arena-Hard, any distill backend: "
         "--judge.backend, --judge.model, --judge.base-url, ... (default: openai gpt-4-0613, the paper's MT-Bench "

@@ -204,6 +204,7 @@ class ArenaHardData:
     baselines: dict[str, dict[str, str]]  # question id -> {"model": ..., "answer": ...}
     judge_config: dict[str, Any] | None
     files: dict[str, str] = field(default_factory=dict)
+    version: str = "v0.1"  # "v2.0" when the questions are v2.0's ({uid, category, prompt}): its verdict rules apply
 
 
 def read_answer_file(path: Path) -> tuple[dict[str, str], str]:
@@ -243,6 +244,7 @@ def _answer_text(r: dict[str, Any]) -> Any:
 def load_arena_hard(source: str, baseline: str | None = None) -> ArenaHardData:
     files = resolve_files("arena_hard", source)
     qs = read_records(files["questions"], {})
+    version = "v2.0" if "uid" in qs[0] and "prompt" in qs[0] else "v0.1"
     for q in qs:
         # v0.1: {question_id, turns: [{content}]}; v2.0: {uid, category, prompt}
         qid = q.get("question_id", q.get("uid"))
@@ -278,4 +280,4 @@ def load_arena_hard(source: str, baseline: str | None = None) -> ArenaHardData:
         if q["id"] in ans:
             baselines[q["id"]] = {"model": model, "answer": ans[q["id"]]}
     files.update(bfiles)
-    return ArenaHardData(qs, baselines, judge_config, {k: str(v) for k, v in files.items()})
+    return ArenaHardData(qs, baselines, judge_config, {k: str(v) for k, v in files.items()}, version)

@@ -21,7 +21,7 @@ class JudgeTask:
     id: str
     messages: list[dict[str, str]]
     parse: Callable[[str], tuple[Any, str]]  # -> (value, status); status "ok" or a reason
-    follow_up: str
+    follow_up: str = ""
     retry_on: tuple[str, ...] = ("missing",)
     # Reads the whole result instead of its text (AlpacaEval's weighted judge needs the log-probabilities).
     parse_result: Callable[[Any], tuple[Any, str]] | None = None

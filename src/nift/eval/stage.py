@@ -24,7 +24,7 @@ from typing import Any
 
 from nift.artifacts import StageContext, read_manifest, run_stage, sha256_file, write_json, write_jsonl
 from nift.errors import ConfigError
-from nift.eval import arena_hard, data, ifeval, mt_bench, mt_bench_run, signals
+from nift.eval import arena_hard, arena_style, data, ifeval, mt_bench, mt_bench_run, signals
 from nift.eval.generation import Generator, GenSettings
 from nift.eval.judge import Judge, JudgeTask
 from nift.eval.target import Target, resolve_target
@@ -265,7 +265,12 @@ def _judge_mt_bench(items, answers, d, judge: Judge, cfg) -> tuple[dict, list[di
 
 
 def _judge_arena_hard(items, answers, d, judge: Judge, cfg) -> tuple[dict, list[dict], list[dict]]:
-    settings = arena_hard.judge_settings(d.judge_config)
+    settings = arena_hard.judge_settings(d.judge_config, d.version)
+    if d.version == "v2.0":
+        task_rules = {"parse": lambda text: arena_hard.parse_verdict_v2(text, settings["regex_patterns"]),
+                      "retry_on": ()}  # v2.0 asks once
+    else:
+        task_rules = {"parse": lambda text: arena_hard.parse_verdict(text, settings["regex_pattern"])}
     by_q = {a["id"]: a["answer"] for a in answers if a["status"] == "ok"}
     tasks, meta = [], {}
     missing_baseline = 0
@@ -280,8 +285,7 @@ def _judge_arena_hard(items, answers, d, judge: Judge, cfg) -> tuple[dict, list[
             msgs = arena_hard.judge_messages(it["turns"][0], by_q[it["id"]], base["answer"], game, settings,
                                              it.get("category"))
             tid = f"arena_hard:{it['id']}:game{game}"
-            tasks.append(JudgeTask(tid, msgs, lambda text: arena_hard.parse_verdict(text, settings["regex_pattern"]),
-                                   arena_hard.FOLLOW_UP))
+            tasks.append(JudgeTask(tid, msgs, follow_up=arena_hard.FOLLOW_UP, **task_rules))
             meta[tid] = (it, game, base["model"])
     outcomes = judge.judge(tasks, cfg.judge_max_tokens or JUDGE_MAX_TOKENS["arena_hard"], "judge arena_hard")
     judgments, agg_rows = [], []
@@ -290,12 +294,39 @@ def _judge_arena_hard(items, answers, d, judge: Judge, cfg) -> tuple[dict, list[
         judgments.append({"id": it["id"], "game": game, "baseline_model": baseline_model, "verdict": o["value"],
                           **{k: v for k, v in o.items() if k != "value"}})
         agg_rows.append({"id": it["id"], "game": game, "verdict": o["value"]})
-    res = arena_hard.aggregate(agg_rows, n_boot=cfg.n_boot, seed=cfg.seed)
-    res["baseline_models"] = sorted({m for _, _, m in meta.values()})
-    res["questions_without_baseline"] = missing_baseline
-    res["judge_status"] = _status_counts(outcomes)
-    rows = [_row("arena_hard/score", q, s, "score") for q, s in arena_hard.question_scores(agg_rows).items()]
+    counted = arena_hard.complete_questions(agg_rows) if d.version == "v2.0" else agg_rows
+    res = arena_hard.aggregate(counted, n_boot=cfg.n_boot, seed=cfg.seed)
+    res.update(version=d.version, baseline_models=sorted({m for _, _, m in meta.values()}),
+               questions_without_baseline=missing_baseline, judge_status=_status_counts(outcomes))
+    if d.version == "v2.0":
+        res["questions_dropped_incomplete"] = len({r["id"] for r in counted if not r["verdict"]})
+    if cfg.arena_style_control:
+        res["style_control"] = _arena_style(counted, by_q, d, cfg)
+    rows = [_row("arena_hard/score", q, s, "score") for q, s in arena_hard.question_scores(counted).items()]
     return res, rows, judgments
+
+
+def _arena_style(rows: list[dict[str, Any]], by_q: dict[str, str], d: Any, cfg: Any) -> dict[str, Any]:
+    meta: dict[tuple[str, str], dict[str, int]] = {}
+    battles = []
+    for r in rows:
+        if not r["verdict"]:
+            continue
+        q = r["id"]
+        for side, text in (("model", by_q[q]), ("baseline", d.baselines[q]["answer"])):
+            if (q, side) not in meta:
+                meta[(q, side)] = arena_style.style_metadata(text, d.version)
+        out, weight = arena_hard.model_outcome(r["verdict"], r["game"])
+        battles.extend([{"id": q, "outcome": out, "model_meta": meta[(q, "model")],
+                         "baseline_meta": meta[(q, "baseline")]}] * weight)
+    score = arena_style.style_controlled_score(battles, d.version)
+    ci = arena_style.bootstrap_ci(battles, d.version, n_boot=cfg.n_boot, seed=cfg.seed)
+    n = max(1, len({q for q, _ in meta}))
+    mean = {side: {k: round(sum(v[k] for (_, s), v in meta.items() if s == side) / n, 2)
+                   for k in arena_style.FEATURES} for side in ("model", "baseline")}
+    return {"win_rate": None if score is None else round(score, 2),
+            "ci95": [round(ci[0], 2), round(ci[1], 2)] if ci else None,
+            "method": f"arena-hard-auto {d.version} style control (length and markdown)", "mean_style": mean}
 
 
 def _status_counts(outcomes: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -341,6 +372,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         out["mt_bench_score"] = b["mt_bench"].get("score")
     if "arena_hard" in b:
         out["arena_hard_win_rate"] = b["arena_hard"].get("win_rate")
+        if b["arena_hard"].get("style_control"):
+            out["arena_hard_style_controlled"] = b["arena_hard"]["style_control"]["win_rate"]
     return out
 
 
@@ -370,6 +403,9 @@ def format_summary(results: dict[str, Any]) -> str:
         r = b["arena_hard"]
         lines.append(f"| Arena-Hard | win rate % vs {', '.join(r.get('baseline_models', []))} | {r['win_rate']} "
                      f"{r['ci95'] or ''} |")
+        if r.get("style_control"):
+            sc = r["style_control"]
+            lines.append(f"| Arena-Hard | style-controlled win rate % | {sc['win_rate']} {sc['ci95'] or ''} |")
         lines.append(f"| Arena-Hard | unparseable judgments | {r['n_unparseable']} of {r['n_games']} |")
     for task, r in (results.get("lm_eval") or {}).items():
         for k, v in r.items():
