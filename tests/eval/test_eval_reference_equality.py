@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nift.eval import arena_hard, arena_style
+from nift.eval import alpaca_eval, arena_hard, arena_style
 
 REF = Path(__file__).parents[1] / "fixtures" / "reference"
 
@@ -55,3 +55,32 @@ def test_arena_hard_v20_rules_and_style_control_equal_arena_hard_auto():
     # short of it (here by 0.06 points), and its printed score is the median of 100 bootstrap fits.
     assert score == pytest.approx(ref["style_controlled_exact_optimum"], abs=1e-5)
     assert score == pytest.approx(ref["style_controlled_win_rate"], abs=0.1)
+
+
+def _alpaca() -> tuple[list[dict], dict]:
+    rows = [json.loads(x) for x in (REF / "alpaca_annotations.jsonl").open()]
+    return rows, json.loads((REF / "alpaca_reference.json").read_text())
+
+
+def test_alpaca_eval_win_rates_equal_the_alpaca_eval_package():
+    rows, ref = _alpaca()
+    m = ref["metrics"]
+    wr = alpaca_eval.win_rate([r["preference"] for r in rows])
+    for k in ("win_rate", "standard_error", "discrete_win_rate", "n_wins", "n_wins_base", "n_draws", "n_total"):
+        assert wr[k] == pytest.approx(m[k], abs=1e-12), k
+    gamed = alpaca_eval.read_gamed(str(REF / "alpaca_df_gamed.csv"))
+    lc = alpaca_eval.length_controlled(
+        [{"index": r["index"], "preference": r["preference"], "reference_len": len(r["reference_output"]),
+          "model_len": len(r["model_output"])} for r in rows], gamed, n_boot=20)
+    assert lc["length_controlled_winrate"] == pytest.approx(m["length_controlled_winrate"], abs=1e-9)
+    assert lc["lc_standard_error"] == pytest.approx(m["lc_standard_error"], abs=1e-9)
+    assert abs(m["length_controlled_winrate"] - m["win_rate"]) > 5  # the fixture's length effect is corrected
+
+
+def test_alpaca_eval_judge_messages_equal_the_annotators():
+    rows, ref = _alpaca()
+    assert 5 < sum(m["switched"] for m in ref["messages"]) < len(ref["messages"]) - 5
+    for m in ref["messages"]:
+        r = rows[m["index"]]
+        switched, messages = alpaca_eval.judge_messages(r["instruction"], r["model_output"], r["reference_output"])
+        assert (switched, messages) == (m["switched"], m["messages"])
