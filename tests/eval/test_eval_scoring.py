@@ -337,3 +337,28 @@ def test_models_are_asked_in_the_papers_conversation_template(smollm2, gemma_bas
     assert templates.conversation_template("meta-llama/Meta-Llama-3-8B")[0] == "llama-3"  # not cached: by name
     assert templates.conversation_template(gemma_base)[0] == "one_shot"  # a base model of no listed family
     assert templates.conversation_template(smollm2)[0] == "chat"  # an instruct model: its own chat template
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("My final verdict: [[b>a]]", ("B>A", "ok")),  # upper-cased first
+    ("[[A>B]] on reflection [[B>>A]]", ("B>>A", "ok")),  # the last match, not a conflict
+    ("Verdict [A<<B]", ("A<<B", "ok")),  # the second pattern, and a label only v2.0 knows
+    ("[[A>B]] then [B>A]", ("A>B", "ok")),  # the first pattern with a match wins
+    ("[[A>>>B]]", (None, "invalid")),
+    ("no verdict", (None, "missing")),
+])
+def test_arena_hard_v20_verdict_rules(text, expected):
+    assert arena_hard.parse_verdict_v2(text) == expected
+
+
+def test_arena_hard_v20_scoring_and_config():
+    assert arena_hard.model_outcome("B<<A", 1) == (0.0, 3) and arena_hard.model_outcome("B<<A", 2) == (1.0, 3)
+    assert arena_hard.model_outcome("B=A", 1) == (0.5, 1)
+    rows = [{"id": "q1", "game": 1, "verdict": "A>B"}, {"id": "q1", "game": 2, "verdict": None},
+            {"id": "q2", "game": 1, "verdict": "B>A"}, {"id": "q2", "game": 2, "verdict": "A=B"}]
+    kept = arena_hard.complete_questions(rows)
+    assert [r["verdict"] for r in kept] == [None, None, "B>A", "A=B"]  # q1 lost a game: dropped whole
+    s = arena_hard.judge_settings({"prompt_template": "<|User Prompt|>\n{QUESTION}\nA: {ANSWER_A}\nB: {ANSWER_B}",
+                                   "regex_patterns": [r"\[\[([AB<>=]+)\]\]"]}, "v2.0")
+    assert arena_hard.judge_messages("Q", "M", "BASE", 1, s)[1]["content"] == "<|User Prompt|>\nQ\nA: BASE\nB: M"
+    assert arena_hard.judge_settings(None, "v2.0")["regex_patterns"] == list(arena_hard.V2_PATTERNS)

@@ -60,10 +60,14 @@ class Result:
     cached: bool = False
     truncated_tokens: int = 0
     stop_reason: str | None = None
+    # With `top_logprobs`: per generated token, the most likely tokens as [{"token": str, "logprob": float}, ...].
+    top_logprobs: list[list[dict[str, Any]]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("cached")
+        if d["top_logprobs"] is None:
+            d.pop("top_logprobs")
         return d
 
     @classmethod

@@ -8,6 +8,10 @@ second attempt ("continue your judgment and finish by outputting a final verdict
 verdicts is not retried (arena-hard's `get_score`). Both are counted and reported. The score: a decisive verdict
 ("significantly better") counts 3 times (arena-hard's WEIGHT = 3); ties count one half; with one model against the
 baseline, arena-hard's Bradley-Terry fit reduces to this weighted win rate. The 95% CI resamples questions.
+
+Arena-Hard v2.0 data (questions with `uid` and `prompt`) is judged and scored with v2.0's own rules: two verdict
+patterns on the upper-cased judgment, the last match, ten labels (`A<<B` etc. too), no second attempt, and a
+question counts only when both of its games have a verdict. Style control: `arena_style`.
 """
 
 from __future__ import annotations
@@ -57,16 +61,27 @@ CREATIVE_SYSTEM_PROMPT = SYSTEM_PROMPT.replace(
     "When evaluating the assistants' answers, compare both assistants' answers.",
 )
 VERDICTS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
+# arena-hard v2.0 (`gen_judgment.py`, `show_result.py`): two patterns tried in turn on the upper-cased judgment, the
+# last match wins, and ten labels count: assistant A's score and the label's weight.
+V2_PATTERNS = (r"\[\[([AB<>=]+)\]\]", r"\[([AB<>=]+)\]")
+V2_LABELS = {"A>B": (1.0, 1), "A>>B": (1.0, WEIGHT), "A=B": (0.5, 1), "A<<B": (0.0, WEIGHT), "A<B": (0.0, 1),
+             "B>A": (0.0, 1), "B>>A": (0.0, WEIGHT), "B=A": (0.5, 1), "B<<A": (1.0, WEIGHT), "B<A": (1.0, 1)}
 
 
-def judge_settings(judge_config: dict[str, Any] | None) -> dict[str, Any]:
-    """System prompt, template and verdict pattern: from the data's judge_config.yaml when it has one."""
+def judge_settings(judge_config: dict[str, Any] | None, version: str = "v0.1") -> dict[str, Any]:
+    """System prompt, template and verdict rules: from the data's judge config when it has one (v0.1's
+    judge_config.yaml, or v2.0's arena-hard-v2.0.yaml with {QUESTION}/{ANSWER_A}/{ANSWER_B} and regex_patterns)."""
     cfg = judge_config or {}
     tmpl = cfg.get("prompt_template", PROMPT_TEMPLATE)
     if isinstance(tmpl, list):
         tmpl = tmpl[0]
+    tmpl = tmpl.replace("{QUESTION}", "{question_1}").replace("{ANSWER_A}", "{answer_1}").replace(
+        "{ANSWER_B}", "{answer_2}")
+    patterns = cfg.get("regex_patterns") or ([cfg["regex_pattern"]] if "regex_pattern" in cfg else None)
+    if patterns is None:
+        patterns = list(V2_PATTERNS) if version == "v2.0" else [VERDICT_PATTERN]
     return {"system_prompt": cfg.get("system_prompt", SYSTEM_PROMPT), "prompt_template": tmpl,
-            "regex_pattern": cfg.get("regex_pattern", VERDICT_PATTERN)}
+            "regex_pattern": patterns[0], "regex_patterns": patterns, "version": version}
 
 
 def judge_messages(question: str, model_answer: str, baseline_answer: str, game: int, settings: dict[str, Any],
@@ -93,15 +108,32 @@ def parse_verdict(judgment: str, pattern: str = VERDICT_PATTERN) -> tuple[str | 
     return matches[0], "ok"
 
 
+def parse_verdict_v2(judgment: str, patterns: list[str] | tuple[str, ...] = V2_PATTERNS) -> tuple[str | None, str]:
+    """arena-hard v2.0's `get_score`: the first pattern with a match on the upper-cased judgment gives its last
+    match; conflicting labels are not an error there. (verdict, status) with status `ok`, `missing` or `invalid`
+    (a label v2.0's scoring does not know)."""
+    for pattern in patterns:
+        matches = [m for m in re.findall(pattern, judgment.upper()) if m != ""]
+        if matches:
+            label = matches[-1].strip("\n")
+            return (label, "ok") if label in V2_LABELS else (None, "invalid")
+    return None, "missing"
+
+
 def model_outcome(verdict: str, game: int) -> tuple[float, int]:
-    """(model's outcome 1 / 0.5 / 0, weight) for one game's verdict, from the model's side."""
-    strong = verdict in ("A>>B", "B>>A")
-    weight = WEIGHT if strong else 1
-    if verdict == "A=B":
-        return 0.5, 1
-    a_wins = verdict.startswith("A")
-    model_is_a = game == 2
-    return (1.0 if a_wins == model_is_a else 0.0), weight
+    """(model's outcome 1 / 0.5 / 0, weight) for one game's verdict, from the model's side: A is the baseline in
+    game 1 and the model in game 2."""
+    a_score, weight = V2_LABELS[verdict]
+    return (a_score if game == 2 else 1.0 - a_score), weight
+
+
+def complete_questions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """arena-hard v2.0 drops a question unless both of its games have a verdict."""
+    games: dict[str, list[bool]] = {}
+    for r in rows:
+        games.setdefault(r["id"], []).append(bool(r.get("verdict")))
+    keep = {q for q, v in games.items() if len(v) == 2 and all(v)}
+    return [r if r["id"] in keep else {**r, "verdict": None} for r in rows]
 
 
 def question_scores(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -145,11 +177,9 @@ def aggregate(rows: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -> 
 
 
 def _model_side(verdict: str, game: int) -> str:
-    if verdict == "A=B":
+    out, weight = model_outcome(verdict, game)
+    if out == 0.5:
         return "tie"
-    model_is_a = game == 2
-    a_wins = verdict.startswith("A")
-    strong = ">>" in verdict
-    if a_wins == model_is_a:
-        return "model_much_better" if strong else "model_better"
-    return "baseline_much_better" if strong else "baseline_better"
+    if out == 1.0:
+        return "model_much_better" if weight > 1 else "model_better"
+    return "baseline_much_better" if weight > 1 else "baseline_better"

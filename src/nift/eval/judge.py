@@ -21,8 +21,10 @@ class JudgeTask:
     id: str
     messages: list[dict[str, str]]
     parse: Callable[[str], tuple[Any, str]]  # -> (value, status); status "ok" or a reason
-    follow_up: str
+    follow_up: str = ""
     retry_on: tuple[str, ...] = ("missing",)
+    # Reads the whole result instead of its text (AlpacaEval's weighted judge needs the log-probabilities).
+    parse_result: Callable[[Any], tuple[Any, str]] | None = None
 
 
 class Judge:
@@ -40,15 +42,17 @@ class Judge:
         return {"backend": self.cfg.backend, "model": self.cfg.model, "base_url": self.cfg.base_url,
                 "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
 
-    def _run(self, requests: list[Any], desc: str) -> Any:
+    def _run(self, requests: list[Any], desc: str, overrides: dict[str, Any] | None = None) -> Any:
         from nift.distill import run_requests
         from nift.distill.backends import make_backend
 
         if self.backend is None:
             self.backend = make_backend(self.cfg, log=self.log)
+        cfg = self.cfg.model_copy(update=overrides) if overrides else self.cfg
+        self.backend.cfg = cfg  # the loaded backend builds its payloads from this
         spent = self.usage["cost_usd"]
         budget = None if self.budget_usd is None else max(0.0, self.budget_usd - spent)
-        res = run_requests(self.cfg, requests, self.store_path, budget_usd=budget, progress=self.progress,
+        res = run_requests(cfg, requests, self.store_path, budget_usd=budget, progress=self.progress,
                            log=self.log, backend=self.backend, desc=desc)
         s = res.summary
         u = self.usage
@@ -66,11 +70,14 @@ class Judge:
                             "far is stored: raise the budget and run the same command again to go on")
         return res
 
-    def judge(self, tasks: list[JudgeTask], max_tokens: int, desc: str) -> dict[str, dict[str, Any]]:
-        """Judge every task; returns {task id: outcome}."""
+    def judge(self, tasks: list[JudgeTask], max_tokens: int, desc: str,
+              overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        """Judge every task; returns {task id: outcome}. `overrides` change judge settings for these tasks only
+        (a seed for a repeated judgment, AlpacaEval's logprobs); they are part of the request keys."""
         from nift.distill import Request
 
-        first = self._run([Request(id=t.id, messages=t.messages, max_tokens=max_tokens) for t in tasks], desc)
+        first = self._run([Request(id=t.id, messages=t.messages, max_tokens=max_tokens) for t in tasks], desc,
+                          overrides)
         failed = {f.id: f.error for f in first.summary.failed}
         failed.update({s.id: f"skipped: {s.reason}" for s in first.summary.skipped})
         out: dict[str, dict[str, Any]] = {}
@@ -82,7 +89,7 @@ class Judge:
                              "attempts": 1, "judgment": None}
                 self.usage["failed"] += 1
                 continue
-            value, status = t.parse(r.text)
+            value, status = t.parse_result(r) if t.parse_result else t.parse(r.text)
             out[t.id] = self._outcome(value, status, [r])
             if status in t.retry_on:
                 retry.append((t, r))
@@ -91,7 +98,7 @@ class Judge:
             reqs = [Request(id=t.id + "#retry", max_tokens=max_tokens, messages=[
                 *t.messages, {"role": "assistant", "content": r.text}, {"role": "user", "content": t.follow_up}])
                 for t, r in retry]
-            second = self._run(reqs, desc + " (retry)")
+            second = self._run(reqs, desc + " (retry)", overrides)
             for t, r in retry:
                 r2 = second.get(t.id + "#retry")
                 if r2 is None:

@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from nift.eval.stats import bootstrap_mean_ci
-
 NEED_REF_CATS = ("math", "reasoning", "coding", "arena-hard-200")
 # FastChat `llm_judge/common.py::temperature_config`; other categories: 0.7.
 TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0, "reasoning": 0.0,
@@ -77,22 +75,68 @@ def parse_rating(judgment: str) -> tuple[float | None, str]:
     return rating, "ok"
 
 
-def aggregate(rows: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Means over the parsed judgments: overall (with a bootstrap CI), per turn and per category.
+def median_rating(ratings: list[float | None]) -> float | None:
+    """`--judge-repeats K`: the median of the readable ratings of one judgment asked K times."""
+    ok = [r for r in ratings if r is not None]
+    return float(np.median(ok)) if ok else None
 
-    `rows`: {id, turn, category, score (None when unparseable)}.
+
+def question_bootstrap_ci(rows: list[dict[str, Any]], n_boot: int = 1000, level: float = 0.95,
+                          seed: int = 0) -> tuple[float, float] | None:
+    """Percentile CI of the mean over runs of each run's mean rating, resampling questions.
+
+    The unit resampled is the question: its two turns (and its answers in every run) are judged on the same
+    conversation and move together, so resampling the 160 judgments one by one makes the interval too narrow.
     """
     ok = [r for r in rows if r.get("score") is not None]
-    scores = [r["score"] for r in ok]
+    if not ok:
+        return None
+    qids = sorted({r["id"] for r in ok})
+    runs = sorted({r.get("run", 0) for r in ok})
+    qi = {q: i for i, q in enumerate(qids)}
+    ri = {r: i for i, r in enumerate(runs)}
+    sums = np.zeros((len(qids), len(runs)))
+    counts = np.zeros((len(qids), len(runs)))
+    for r in ok:
+        sums[qi[r["id"]], ri[r.get("run", 0)]] += r["score"]
+        counts[qi[r["id"]], ri[r.get("run", 0)]] += 1
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(qids), size=(n_boot, len(qids)))
+    s, c = sums[idx].sum(axis=1), counts[idx].sum(axis=1)  # (n_boot, runs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stat = np.nanmean(np.where(c > 0, s / np.maximum(c, 1), np.nan), axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stat, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def aggregate(rows: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The MT-Bench score over one or more generation runs, with a question-level bootstrap CI.
+
+    `rows`: {id, turn, category, run (default 0), score (None when unparseable)}; a greedy category's judgment
+    appears once per run (its one answer reused). The score is the mean over runs of each run's mean rating (the
+    paper: "averaged over three inference runs"); per turn and per category pool every run.
+    """
+    ok = [r for r in rows if r.get("score") is not None]
+    runs = sorted({r.get("run", 0) for r in rows})
+    per_run = []
+    for run in runs:
+        vals = [r["score"] for r in ok if r.get("run", 0) == run]
+        per_run.append({"run": run, "score": round(float(np.mean(vals)), 4) if vals else None,
+                        "n_scored": len(vals), "n_judgments": sum(1 for r in rows if r.get("run", 0) == run)})
+    run_means = [float(np.mean([r["score"] for r in ok if r.get("run", 0) == run]))
+                 for run in runs if any(r.get("run", 0) == run for r in ok)]
     per_turn: dict[int, list[float]] = defaultdict(list)
     per_cat: dict[str, list[float]] = defaultdict(list)
     for r in ok:
         per_turn[r["turn"]].append(r["score"])
         per_cat[r["category"]].append(r["score"])
-    ci = bootstrap_mean_ci(scores, n_boot=n_boot, seed=seed) if scores else None
+    ci = question_bootstrap_ci(rows, n_boot=n_boot, seed=seed)
     return {
-        "score": round(float(np.mean(scores)), 4) if scores else None,
-        "ci95": [round(ci.low, 4), round(ci.high, 4)] if ci else None,
+        "score": round(float(np.mean(run_means)), 4) if run_means else None,
+        "ci95": [round(ci[0], 4), round(ci[1], 4)] if ci else None,
+        "ci_method": "percentile bootstrap over questions (both turns and every run of a question together)",
+        "runs": per_run,
         "per_turn": {f"turn_{t + 1}": round(float(np.mean(v)), 4) for t, v in sorted(per_turn.items())},
         "per_category": {c: round(float(np.mean(v)), 4) for c, v in sorted(per_cat.items())},
         "n_judgments": len(rows),

@@ -24,17 +24,18 @@ from typing import Any
 
 from nift.artifacts import StageContext, read_manifest, run_stage, sha256_file, write_json, write_jsonl
 from nift.errors import ConfigError
-from nift.eval import arena_hard, data, ifeval, mt_bench, signals
+from nift.eval import alpaca_eval, arena_hard, data, ifeval, judging, mt_bench, mt_bench_run, signals
 from nift.eval.generation import Generator, GenSettings
-from nift.eval.judge import Judge, JudgeTask
+from nift.eval.judge import Judge
+from nift.eval.judging import item_row
 from nift.eval.target import Target, resolve_target
 from nift.eval.templates import TEMPLATES
 
 CACHE_DIR = "_cache"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 OFFICIAL_MAX_NEW_TOKENS = {"ifeval": ifeval.MAX_NEW_TOKENS, "mt_bench": mt_bench.MAX_NEW_TOKENS,
-                           "arena_hard": arena_hard.MAX_NEW_TOKENS}
-JUDGE_MAX_TOKENS = {"mt_bench": mt_bench.JUDGE_MAX_TOKENS, "arena_hard": arena_hard.JUDGE_MAX_TOKENS}
+                           "arena_hard": arena_hard.MAX_NEW_TOKENS, "alpaca_eval": alpaca_eval.MAX_NEW_TOKENS}
+JUDGED = ("mt_bench", "arena_hard", "alpaca_eval")
 
 
 def eval_name(cfg: Any) -> str:
@@ -116,7 +117,9 @@ def run(cfg: Any, run_dir: str | Path, force: bool = False, log=print):
             bench_data[bench] = data.load_mt_bench(cfg.mt_bench_data)
         elif bench == "arena_hard":
             bench_data[bench] = data.load_arena_hard(cfg.arena_hard_data, cfg.arena_baseline)
-    needs_judge = any(b in cfg.benchmarks for b in ("mt_bench", "arena_hard"))
+        elif bench == "alpaca_eval":
+            bench_data[bench] = data.load_alpaca_eval(cfg.alpaca_eval_data, cfg.alpaca_eval_glm)
+    needs_judge = any(b in cfg.benchmarks for b in JUDGED)
     if needs_judge:
         from nift.distill.backends import make_backend
 
@@ -162,7 +165,7 @@ def _evaluate(ctx: StageContext, cfg: Any, name: str, target: Target, bench_data
             results["trained_template"] = target.template
             results["generation"] = {"backend": cfg.backend, "temperature": cfg.temperature,
                                      "max_new_tokens": cfg.max_new_tokens, "limit": cfg.limit}
-        if any(b in cfg.benchmarks for b in ("mt_bench", "arena_hard")):
+        if any(b in cfg.benchmarks for b in JUDGED):
             judge = Judge(cfg.judge, cache / "judgments.sqlite", progress=cfg.progress, log=log,
                           budget_usd=cfg.judge_budget_usd)
             results["judge"] = judge.describe()
@@ -180,14 +183,15 @@ def _evaluate(ctx: StageContext, cfg: Any, name: str, target: Target, bench_data
                     results["data"][bench] = _file_hashes(d.files)
                     temp = (lambda it: cfg.temperature) if cfg.temperature is not None else \
                         (lambda it: mt_bench.temperature(it["category"]))
-                    answers = gen.answer(bench, items, settings, temp)
-                    res, rows, judgments = _judge_mt_bench(items, answers, d, judge, cfg)
+                    answers = mt_bench_run.generate(gen, items, settings, temp, cfg.mt_bench_runs, cfg.seed)
+                    res, rows, judgments = judging.judge_mt_bench(items, answers, d, judge, cfg)
                     write_jsonl(ctx.path(f"judgments/{bench}.jsonl"), judgments)
                 else:
                     items = d.questions[: cfg.limit] if cfg.limit else d.questions
                     results["data"][bench] = _file_hashes(d.files)
                     answers = gen.answer(bench, items, settings, lambda it: cfg.temperature or 0.0)
-                    res, rows, judgments = _judge_arena_hard(items, answers, d, judge, cfg)
+                    judge_fn = judging.judge_arena_hard if bench == "arena_hard" else judging.judge_alpaca_eval
+                    res, rows, judgments = judge_fn(items, answers, d, judge, cfg)
                     write_jsonl(ctx.path(f"judgments/{bench}.jsonl"), judgments)
             for a in answers:
                 if a["status"] == "ok":
@@ -236,7 +240,8 @@ def _evaluate(ctx: StageContext, cfg: Any, name: str, target: Target, bench_data
 
 
 def _unit(a: dict[str, Any]) -> str:
-    return f"{a['id']}#t{a['turn'] + 1}"
+    # Run 0 keeps the plain unit, so a one-run evaluation pairs with the first run of a several-run one.
+    return f"{a['id']}#t{a['turn'] + 1}" + (f"@run{a['run']}" if a.get("run") else "")
 
 
 def _score_ifeval(items: list[dict[str, Any]], answers: list[dict[str, Any]]) -> tuple[dict, list[dict]]:
@@ -248,93 +253,16 @@ def _score_ifeval(items: list[dict[str, Any]], answers: list[dict[str, Any]]) ->
         sc = ifeval.score_answer(by_id[a["id"]], a["answer"])
         a["ifeval"] = sc
         scores.append(sc)
-        rows.append(_row("ifeval/prompt_strict", a["id"], sc["prompt_strict"], "binary"))
-        rows.append(_row("ifeval/prompt_loose", a["id"], sc["prompt_loose"], "binary"))
+        rows.append(item_row("ifeval/prompt_strict", a["id"], sc["prompt_strict"], "binary"))
+        rows.append(item_row("ifeval/prompt_loose", a["id"], sc["prompt_loose"], "binary"))
         for i, (st, lo) in enumerate(zip(sc["strict"], sc["loose"], strict=True)):
-            rows.append(_row("ifeval/inst_strict", f"{a['id']}#{i}", st, "binary"))
-            rows.append(_row("ifeval/inst_loose", f"{a['id']}#{i}", lo, "binary"))
+            rows.append(item_row("ifeval/inst_strict", f"{a['id']}#{i}", st, "binary"))
+            rows.append(item_row("ifeval/inst_loose", f"{a['id']}#{i}", lo, "binary"))
     res = ifeval.aggregate(scores)
     for m in ifeval.METRICS:
         if res.get(m) is not None:
             res[m] = round(res[m], 4)
     return res, rows
-
-
-def _row(metric: str, unit: str, value: float | bool, kind: str, better: str = "+") -> dict[str, Any]:
-    return {"metric": metric, "unit": unit, "value": float(value), "kind": kind, "better": better}
-
-
-def _judge_mt_bench(items, answers, d, judge: Judge, cfg) -> tuple[dict, list[dict], list[dict]]:
-    by_q: dict[str, list[str | None]] = {it["id"]: [None, None] for it in items}
-    for a in answers:
-        if a["status"] == "ok":
-            by_q[a["id"]][a["turn"]] = a["answer"]
-    tasks, meta = [], {}
-    for it in items:
-        ans = by_q[it["id"]]
-        for turn in (0, 1):
-            if ans[0] is None or (turn == 1 and ans[1] is None):
-                continue
-            pname, msgs = mt_bench.judge_messages(it, ans, turn, d.judge_prompts, d.references)
-            tid = f"mt_bench:{it['id']}:turn{turn}"
-            tasks.append(JudgeTask(tid, msgs, mt_bench.parse_rating, mt_bench.FOLLOW_UP))
-            meta[tid] = (it, turn, pname)
-    outcomes = judge.judge(tasks, cfg.judge_max_tokens or JUDGE_MAX_TOKENS["mt_bench"], "judge mt_bench")
-    judgments, rows, agg_rows = [], [], []
-    for tid, o in outcomes.items():
-        it, turn, pname = meta[tid]
-        score = o["value"]
-        judgments.append({"id": it["id"], "turn": turn, "category": it["category"], "judge_prompt": pname,
-                          "score": score, **{k: v for k, v in o.items() if k != "value"}})
-        agg_rows.append({"id": it["id"], "turn": turn, "category": it["category"], "score": score})
-        if score is not None:
-            rows.append(_row("mt_bench/score", f"{it['id']}#t{turn + 1}", score, "score"))
-            rows.append(_row(f"mt_bench/turn{turn + 1}", it["id"], score, "score"))
-    res = mt_bench.aggregate(agg_rows, n_boot=cfg.n_boot, seed=cfg.seed)
-    res["judge_status"] = _status_counts(outcomes)
-    return res, rows, judgments
-
-
-def _judge_arena_hard(items, answers, d, judge: Judge, cfg) -> tuple[dict, list[dict], list[dict]]:
-    settings = arena_hard.judge_settings(d.judge_config)
-    by_q = {a["id"]: a["answer"] for a in answers if a["status"] == "ok"}
-    tasks, meta = [], {}
-    missing_baseline = 0
-    for it in items:
-        if it["id"] not in by_q:
-            continue
-        base = d.baselines.get(it["id"])
-        if base is None:
-            missing_baseline += 1
-            continue
-        for game in (1, 2):
-            msgs = arena_hard.judge_messages(it["turns"][0], by_q[it["id"]], base["answer"], game, settings,
-                                             it.get("category"))
-            tid = f"arena_hard:{it['id']}:game{game}"
-            tasks.append(JudgeTask(tid, msgs, lambda text: arena_hard.parse_verdict(text, settings["regex_pattern"]),
-                                   arena_hard.FOLLOW_UP))
-            meta[tid] = (it, game, base["model"])
-    outcomes = judge.judge(tasks, cfg.judge_max_tokens or JUDGE_MAX_TOKENS["arena_hard"], "judge arena_hard")
-    judgments, agg_rows = [], []
-    for tid, o in outcomes.items():
-        it, game, baseline_model = meta[tid]
-        judgments.append({"id": it["id"], "game": game, "baseline_model": baseline_model, "verdict": o["value"],
-                          **{k: v for k, v in o.items() if k != "value"}})
-        agg_rows.append({"id": it["id"], "game": game, "verdict": o["value"]})
-    res = arena_hard.aggregate(agg_rows, n_boot=cfg.n_boot, seed=cfg.seed)
-    res["baseline_models"] = sorted({m for _, _, m in meta.values()})
-    res["questions_without_baseline"] = missing_baseline
-    res["judge_status"] = _status_counts(outcomes)
-    rows = [_row("arena_hard/score", q, s, "score") for q, s in arena_hard.question_scores(agg_rows).items()]
-    return res, rows, judgments
-
-
-def _status_counts(outcomes: dict[str, dict[str, Any]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for o in outcomes.values():
-        key = o["status"] if o["status"] != "ok" or o["attempts"] == 1 else "ok_after_retry"
-        counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 def _signal_items(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -344,7 +272,7 @@ def _signal_items(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key, kind in signals.SIGNAL_KINDS.items():
             value = a.get(key) if key == "completion_tokens" else a["signals"].get(key)
             if value is not None:
-                rows.append(_row(f"signals/{key}", unit, value, kind, signals.SIGNAL_BETTER[key]))
+                rows.append(item_row(f"signals/{key}", unit, value, kind, signals.SIGNAL_BETTER[key]))
     return rows
 
 
@@ -356,7 +284,7 @@ def _lm_eval_items(lm: dict[str, Any]) -> list[dict[str, Any]]:
             for m in sorted(metrics):
                 vals = [d[m] for d in docs if m in d]
                 kind = "binary" if all(v in (0.0, 1.0) for v in vals) else "score"
-                rows.extend(_row(f"lm_eval/{sub}/{m}", str(d["doc_id"]), d[m], kind) for d in docs if m in d)
+                rows.extend(item_row(f"lm_eval/{sub}/{m}", str(d["doc_id"]), d[m], kind) for d in docs if m in d)
     return rows
 
 
@@ -372,6 +300,11 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         out["mt_bench_score"] = b["mt_bench"].get("score")
     if "arena_hard" in b:
         out["arena_hard_win_rate"] = b["arena_hard"].get("win_rate")
+        if b["arena_hard"].get("style_control"):
+            out["arena_hard_style_controlled"] = b["arena_hard"]["style_control"]["win_rate"]
+    if "alpaca_eval" in b:
+        out["alpaca_eval_win_rate"] = b["alpaca_eval"].get("win_rate")
+        out["alpaca_eval_lc_win_rate"] = b["alpaca_eval"].get("length_controlled_winrate")
     return out
 
 
@@ -391,6 +324,8 @@ def format_summary(results: dict[str, Any]) -> str:
     if "mt_bench" in b:
         r = b["mt_bench"]
         lines.append(f"| MT-Bench | score (1-10) | {r['score']} {r['ci95'] or ''} |")
+        if len(r.get("runs", [])) > 1:
+            lines.append(f"| MT-Bench | score per run | {', '.join(str(x['score']) for x in r['runs'])} |")
         for k, v in r["per_turn"].items():
             lines.append(f"| MT-Bench | {k} | {v} |")
         for k, v in r["per_category"].items():
@@ -400,7 +335,18 @@ def format_summary(results: dict[str, Any]) -> str:
         r = b["arena_hard"]
         lines.append(f"| Arena-Hard | win rate % vs {', '.join(r.get('baseline_models', []))} | {r['win_rate']} "
                      f"{r['ci95'] or ''} |")
+        if r.get("style_control"):
+            sc = r["style_control"]
+            lines.append(f"| Arena-Hard | style-controlled win rate % | {sc['win_rate']} {sc['ci95'] or ''} |")
         lines.append(f"| Arena-Hard | unparseable judgments | {r['n_unparseable']} of {r['n_games']} |")
+    if "alpaca_eval" in b:
+        r = b["alpaca_eval"]
+        vs = ", ".join(r.get("reference_generators", []))
+        lines.append(f"| AlpacaEval | win rate % vs {vs} | {r['win_rate']} {r['ci95'] or ''} |")
+        if "length_controlled_winrate" in r:
+            lines.append(f"| AlpacaEval | length-controlled win rate % | {r['length_controlled_winrate']} "
+                         f"{r.get('lc_ci95') or ''} |")
+        lines.append(f"| AlpacaEval | unparseable judgments | {r['n_unparseable']} of {r['n_judgments']} |")
     for task, r in (results.get("lm_eval") or {}).items():
         for k, v in r.items():
             if isinstance(v, (int, float)) and "stderr" not in k:

@@ -76,6 +76,11 @@ class Backend:
             "temperature": self.cfg.temperature,
             "stop": list(self.cfg.stop),
         }
+        # Only when set: a payload without them keeps the cache keys of answers stored before they existed.
+        if self.cfg.seed is not None:
+            params["seed"] = self.cfg.seed
+        if self.cfg.top_logprobs:
+            params["top_logprobs"] = self.cfg.top_logprobs
         if req.prompt is not None:
             if not self.supports_completions:
                 raise ConfigError(f"the {self.cfg.backend} backend has no raw-completion endpoint: send chat messages "

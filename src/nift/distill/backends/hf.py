@@ -181,6 +181,8 @@ class HFBackend(TokenizerBackend):
             **({"temperature": p0["temperature"]} if p0["temperature"] > 0 else {}),
             **({"stop_strings": p0["stop"]} if p0["stop"] else {}),
         )
+        if p0.get("seed") is not None:
+            torch.manual_seed(p0["seed"])
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),

@@ -37,7 +37,27 @@ def chat_body(model: str, payload: dict[str, Any]) -> dict[str, Any]:
         body["temperature"] = payload["temperature"]
     if payload["stop"]:
         body["stop"] = payload["stop"]
+    if payload.get("seed") is not None:
+        body["seed"] = payload["seed"]
+    if payload.get("top_logprobs"):
+        if payload["kind"] == "chat":
+            body["logprobs"] = True
+            body["top_logprobs"] = payload["top_logprobs"]
+        else:
+            body["logprobs"] = payload["top_logprobs"]
     return body
+
+
+def _top_logprobs(choice: dict[str, Any]) -> list[list[dict[str, Any]]] | None:
+    lp = choice.get("logprobs")
+    if not isinstance(lp, dict):
+        return None
+    if isinstance(lp.get("content"), list):  # Chat Completions
+        return [[{"token": t.get("token"), "logprob": t.get("logprob")} for t in (pos.get("top_logprobs") or [])]
+                for pos in lp["content"] if isinstance(pos, dict)]
+    if isinstance(lp.get("top_logprobs"), list):  # legacy Completions: one {token: logprob} dict per position
+        return [[{"token": k, "logprob": v} for k, v in (pos or {}).items()] for pos in lp["top_logprobs"]]
+    return None
 
 
 def parse_response(data: Any, payload: dict[str, Any], latency: float) -> Result:
@@ -63,6 +83,7 @@ def parse_response(data: Any, payload: dict[str, Any], latency: float) -> Result
         completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(text)),
         latency_s=round(latency, 4), model=str(data.get("model") or ""),
         model_version=data.get("system_fingerprint") or data.get("model") or None,
+        top_logprobs=_top_logprobs(choice) if payload.get("top_logprobs") else None,
     )
 
 

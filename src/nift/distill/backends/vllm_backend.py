@@ -65,7 +65,8 @@ class VLLMBackend(TokenizerBackend):
         self.load()
         p0 = payloads[0]
         params = self._vllm.SamplingParams(
-            temperature=p0["temperature"], max_tokens=p0["max_tokens"], stop=p0["stop"] or None, seed=0,
+            temperature=p0["temperature"], max_tokens=p0["max_tokens"], stop=p0["stop"] or None,
+            seed=p0["seed"] if p0.get("seed") is not None else 0,
             skip_special_tokens=True,
         )
         prompts, cut = [], []
