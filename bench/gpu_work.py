@@ -9,6 +9,7 @@ measure.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -251,11 +252,15 @@ def _lora(hyper: dict[str, Any]) -> Any:
                       target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def train_trl(model: str, data: Path, out: Path, hyper: dict[str, Any]) -> dict[str, Any]:
+def train_trl(model: str, data: Path, out: Path, hyper: dict[str, Any], segments: bool = False) -> dict[str, Any]:
     """TRL's SFTTrainer as its docs recommend for speed and memory: best-fit-decreasing packing into rows of
     max_length (which turns on padding-free batches), loss on the completion only, the frozen base in bf16.
-    TRL pairs padding-free with FlashAttention; neither flash-attn nor the hub's kernels can be installed on the
-    lent machine, so both TRL and nift run on torch's sdpa (TRL through transformers' block-diagonal mask)."""
+
+    TRL pairs padding-free with FlashAttention's variable-length kernel; neither flash-attn nor the hub's kernels
+    can be installed on the lent machine. `trl` is what TRL then runs there: torch's sdpa over each packed row with
+    transformers' block-diagonal mask (every block of the row computed). `trl-seg` stands in for the kernel TRL
+    recommends: nift's per-example sdpa (`nift.packing.segment_attention`), which costs what varlen attention does,
+    so that row isolates the trainers from the attention kernel."""
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer, PrinterCallback
@@ -264,13 +269,21 @@ def train_trl(model: str, data: Path, out: Path, hyper: dict[str, Any]) -> dict[
     rows = _rows(data, hyper["examples"])
     ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     probe = _probe_callback()
+    init: dict[str, Any] = {"dtype": _dtype(hyper)}
+    if segments:
+        from transformers import AttentionInterface
+
+        from nift.packing import SEGMENT_ATTENTION, segment_attention
+
+        AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
+        init["attn_implementation"] = SEGMENT_ATTENTION
     args = SFTConfig(
         output_dir=str(out), per_device_train_batch_size=hyper["batch"], gradient_accumulation_steps=hyper[
             "grad_accum"], learning_rate=hyper["lr"], lr_scheduler_type="cosine", num_train_epochs=1,
         max_length=hyper["max_length"], packing=True, packing_strategy="bfd", padding_free=True,
         completion_only_loss=True, bf16=hyper["precision"] == "bf16", gradient_checkpointing=True, logging_steps=1,
         save_strategy="no", report_to="none", seed=hyper["seed"], include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0, model_init_kwargs={"dtype": _dtype(hyper)}, disable_tqdm=True,
+        dataloader_num_workers=0, model_init_kwargs=init, disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=AutoTokenizer.from_pretrained(
@@ -278,8 +291,9 @@ def train_trl(model: str, data: Path, out: Path, hyper: dict[str, Any]) -> dict[
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    attn = trainer.model.get_base_model().config._attn_implementation
     return {**probe.result(), "final_loss": losses[-1] if losses else None, "examples": len(rows),
-            "packed_rows": len(trainer.train_dataset)}
+            "packed_rows": len(trainer.train_dataset), "attention": attn}
 
 
 def train_plain(model: str, data: Path, out: Path, hyper: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +336,8 @@ def train_plain(model: str, data: Path, out: Path, hyper: dict[str, Any]) -> dic
     return {**probe.result(), "final_loss": losses[-1] if losses else None, "examples": len(feats)}
 
 
-TRAIN_ARMS = {"nift": train_nift, "trl": train_trl, "plain": train_plain}
+TRAIN_ARMS = {"nift": train_nift, "trl": train_trl, "trl-seg": functools.partial(train_trl, segments=True),
+              "plain": train_plain}
 
 
 # ------------------------------------------------------------------------------------------------ generation

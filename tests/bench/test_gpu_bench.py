@@ -73,11 +73,11 @@ def test_tiny_mode_runs_every_step_and_reports_every_figure(smollm2, shared_data
     assert not bad, json.dumps(bad, indent=1)[-4000:]
     assert {s["step"] for s in r["steps"]} >= {
         f"train {m} {a}" for m in gpu_work.SHAPES for a in ("nift", "trl", "plain")} | {
-        "merge llama3-8b copy", "merge llama3-8b stage", "merge llama3-8b merge", "fsdp llama3-1b",
-        "generate llama3-1b", "generate gemma3-270m"}
+        "train llama3-8b trl-seg", "merge llama3-8b copy", "merge llama3-8b stage", "merge llama3-8b merge",
+        "fsdp llama3-1b", "generate llama3-1b", "generate gemma3-270m"}
 
     for name, arms in r["train"].items():
-        assert set(arms) == {"nift", "trl", "plain"}
+        assert set(arms) == {"nift", "trl", "plain"} | ({"trl-seg"} if name == "llama3-8b" else set())
         assert r["models"][name]["flops_per_token"]["total"] > 0
         for arm, t in arms.items():
             assert t["micro_batches_timed"] >= 1 and t["tokens"] > 0, (name, arm)
@@ -85,7 +85,9 @@ def test_tiny_mode_runs_every_step_and_reports_every_figure(smollm2, shared_data
             assert t["examples"] == r["hyperparameters"]["examples"]
         assert _finite(arms["nift"]["speed_vs_trl"]) and _finite(arms["nift"]["speed_vs_plain"])
         assert _finite(arms["nift"]["rss_growth_vs_trl"])  # on a GPU: gpu_memory_vs_trl
-        assert arms["nift"]["packing"] is True
+        assert arms["nift"]["packing"] is True and arms["trl"]["attention"] == "sdpa"
+    assert r["train"]["llama3-8b"]["trl-seg"]["attention"] == "nift_segments"
+    assert _finite(r["train"]["llama3-8b"]["nift"]["speed_vs_trl-seg"])
     for name, g in r["generation"].items():
         assert g["tokens"][0] > 0 and g["tokens"][0] == g["tokens"][1], name  # same greedy tokens both ways
         assert _finite(g["ratio_best"]) and _finite(g["ratio_median_of_pairs"])
@@ -98,7 +100,7 @@ def test_tiny_mode_runs_every_step_and_reports_every_figure(smollm2, shared_data
     assert f["distributed"] != "FSDP" and "asks for FSDP" in (f["note"] or "")
 
     targets = {t["what"]: t for t in r["targets"]}
-    assert len(targets) == 6
+    assert len(targets) == 8
     assert _finite(targets["train llama3-8b: nift tokens/s / TRL's"]["value"])
     assert _finite(targets["merge llama3-8b: nift merge time / plain read+write"]["value"])
     assert r["imports"]["missing_on_gpu_machine"] == [], "the GPU machine lacks these: carry them or drop them"
