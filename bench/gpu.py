@@ -184,8 +184,7 @@ def install_carried(wheel_dir: Path, machine_libs: bool) -> None:
         wheels = [w for w in wheels if norm(w.name.split("-")[0]) not in TESTED_LIBS]
         if all(importlib.util.find_spec(n.replace("-", "_")) for n in ("trl", "datasets", "pydantic")):
             return
-    site = Path(tempfile.gettempdir()) / "nift-gpu-bench-site"
-    shutil.rmtree(site, ignore_errors=True)
+    site = Path(tempfile.mkdtemp(prefix="nift-gpu-bench-site-"))
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                     "--no-cache-dir", "--target", str(site), *map(str, wheels)], check=True)
@@ -230,8 +229,10 @@ class Runner:
         import torch
 
         # Forked children skip the imports; that is safe while this process has not initialised CUDA (torch's
-        # availability check goes through NVML here, see main). Should a library have initialised it, spawn.
-        self.start_method = "spawn" if torch.cuda.is_initialized() else "fork"
+        # availability check goes through NVML here, see main). Should a library have initialised it, spawn
+        # (NIFT_GPU_BENCH_START=spawn forces that, to test it).
+        self.start_method = os.environ.get("NIFT_GPU_BENCH_START") or (
+            "spawn" if torch.cuda.is_initialized() else "fork")
         self.deadline = t0 + budget
         self.log = log
         self.steps: list[dict[str, Any]] = []
@@ -302,6 +303,18 @@ def versions() -> dict[str, Any]:
         except md.PackageNotFoundError:
             out[n] = None
     return out
+
+
+def disk(path: Path) -> dict[str, Any]:
+    """Where models and merges are written: a tmpfs would make the merge's read + write a memory copy."""
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()] if Path(
+        "/proc/mounts").is_file() else []
+    here = str(path.resolve())
+    best = max((m for m in mounts if len(m) > 2 and here.startswith(m[1].rstrip("/") + "/")), key=lambda m: len(m[1]),
+               default=None)
+    usage = shutil.disk_usage(path)
+    return {"path": here, "filesystem": best[2] if best else None, "mount": best[1] if best else None,
+            "free_gib": round(usage.free / 2**30, 1)}
 
 
 def run_all(a: argparse.Namespace, bundle: Path, work: Path, runner: Runner, report: dict[str, Any],
@@ -505,7 +518,8 @@ def table(report: dict[str, Any]) -> str:
                 else ""),
              f"bf16 peak: datasheet {_f((dev.get('datasheet_bf16_flops') or 0) / 1e12 or None, 0, 0)} TFLOP/s, "
              f"measured {dev.get('matmul_size')}^3 {dev.get('matmul_dtype')} matmul "
-             f"{(dev.get('matmul_flops') or 0) / 1e12:.2f} TFLOP/s"]
+             f"{(dev.get('matmul_flops') or 0) / 1e12:.2f} TFLOP/s; models written to {report['workdir']['path']} "
+             f"({report['workdir']['filesystem']}, {report['workdir']['free_gib']} GiB free at the start)"]
     if report["train"]:
         lines += ["", f"train: LoRA r {h.get('lora_r')} all-linear, max length {h.get('max_length')}, micro-batch "
                   f"{h.get('batch')} x accumulation {h.get('grad_accum')}, {h.get('precision')}, gradient "
@@ -534,8 +548,8 @@ def table(report: dict[str, Any]) -> str:
                   f"{g['ratio_median_of_pairs']:.3f})"]
     for name, res in report["merge"].items():
         info = report["models"].get(name, {})
-        lines += ["", f"merge {name} ({info.get('gib', 0):.2f} GiB bf16 in {info.get('shards')} shards, LoRA r "
-                  f"{HYPER['lora_r']} on every linear layer)",
+        lines += ["", f"merge {name} ({info.get('gib', 0):.2f} GiB of {h.get('precision')} weights in "
+                  f"{info.get('shards')} shards, LoRA r {HYPER['lora_r']} on every linear layer)",
                   f"{'kind':8} {'seconds':>8} {'x copy':>7} {'peak RSS MiB':>13} {'+RSS MiB':>9}"]
         for kind, r in res.items():
             lines.append(f"{kind:8} {r['seconds']:8.2f} {_x(r.get('time_vs_copy'), 7)} {r['peak_rss_mib']:13.0f} "
@@ -548,7 +562,7 @@ def table(report: dict[str, Any]) -> str:
     lines += ["", "targets:"]
     for t in report.get("targets", []):
         state = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
-        lines.append(f"  {t['what']:55} {t['target']:>8}  {_f(t['value'], 8, 3)}  {state}")
+        lines.append(f"  {t['what']:66} {t['target']:>8}  {_f(t['value'], 8, 3)}  {state}")
     if report["mode"] == "tiny":
         lines.append("  (tiny shapes on a CPU: the figures exercise the code, they measure nothing)")
     bad = [s for s in report["steps"] if s["status"] != "ok"]
@@ -644,6 +658,7 @@ def main() -> None:
                               "carried_installed_in": os.environ.get(SITE_ENV), "budget_s": budget,
                               "device": None, "models": {}, "train": {}, "generation": {}, "merge": {}, "fsdp": None,
                               "steps": [], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0))}
+    report["workdir"] = disk(work)
     runner = Runner(budget, log, t0)
 
     def save() -> None:
@@ -665,6 +680,8 @@ def main() -> None:
         print(f"\nwrote {out}")
         if not a.workdir:
             shutil.rmtree(work, ignore_errors=True)
+        if (site := os.environ.get(SITE_ENV)) and Path(site).name.startswith("nift-gpu-bench-site-"):
+            shutil.rmtree(site, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def _probes():
 
         def result(self) -> dict:
             (t0, c0, n0), (t1, c1, n1) = self.marks[0], self.marks[-1]
-            return {"tokens": n1 - n0, "seconds": t1 - t0, "tokens_per_s": (n1 - n0) / (t1 - t0),
+            return {"tokens": n1 - n0, "tokens_total": n1, "seconds": t1 - t0, "tokens_per_s": (n1 - n0) / (t1 - t0),
                     "cpu_seconds": c1 - c0, "tokens_per_cpu_s": (n1 - n0) / (c1 - c0),
                     "micro_batches_timed": len(self.marks) - 1, "rss_start_mb": self.rss_start / 2**20,
                     "rss_peak_mb": self.rss_peak / 2**20, "rss_growth_mb": (self.rss_peak - self.rss_start) / 2**20,
