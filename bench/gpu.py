@@ -70,6 +70,10 @@ T0_ENV = "NIFT_GPU_BENCH_T0"
 TESTED_LIBS = ["transformers", "peft", "accelerate"]
 MISSING_THERE = ["trl", "datasets", "dill", "multiprocess", "pydantic", "pydantic-core", "annotated-types",
                  "typing-inspection", "typing-extensions"]
+# datasets >= 5.1 needs pyarrow >= 24 (5.2 with pyarrow 22 fails in Dataset.from_list, seen here), and the lent
+# machine's pyarrow is of unknown version and too large to carry: 5.0.0, which works with pyarrow 21-26, goes along
+# and replaces the tested one where the machine's pyarrow is older than 24.
+OLD_PYARROW_DATASETS = ("datasets", "5.0.0", 24)
 
 # The Python distributions of the lent machine's image ('cuda'), as its KINDS.md listed them on 2026-11-17: the
 # import audit checks that every distribution the run imports is there or carried.
@@ -158,6 +162,9 @@ def prepare_bundle(dest: Path, mode: str, wheels: bool, log=print) -> Path:
                "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform",
                "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "-d", str(dest / "wheels"), *pins]
         subprocess.run(cmd, check=True)
+        name, version, _ = OLD_PYARROW_DATASETS
+        subprocess.run([*cmd[:cmd.index("-d")], "-d", str(dest / "wheels" / "old-pyarrow"), f"{name}=={version}"],
+                       check=True)
         manifest["wheels"] = {n: md.version(n) for n in names}
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
@@ -184,6 +191,14 @@ def install_carried(wheel_dir: Path, machine_libs: bool) -> None:
         wheels = [w for w in wheels if norm(w.name.split("-")[0]) not in TESTED_LIBS]
         if all(importlib.util.find_spec(n.replace("-", "_")) for n in ("trl", "datasets", "pydantic")):
             return
+    name, _, major = OLD_PYARROW_DATASETS
+    try:
+        old = int(md.version("pyarrow").split(".")[0]) < major
+    except md.PackageNotFoundError:
+        old = False
+    if old and (alt := sorted((wheel_dir / "old-pyarrow").glob(f"{name}-*.whl"))):
+        wheels = [w for w in wheels if not w.name.startswith(f"{name}-")] + alt
+        print(f"pyarrow {md.version('pyarrow')} here: carrying {alt[0].name} instead", flush=True)
     site = Path(tempfile.mkdtemp(prefix="nift-gpu-bench-site-"))
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
@@ -237,7 +252,6 @@ class Runner:
         self.log = log
         self.steps: list[dict[str, Any]] = []
         self.modules: set[str] = set()
-        self.failed: set[str] = set()
 
     def left(self) -> float:
         return self.deadline - time.time()
@@ -246,13 +260,9 @@ class Runner:
         self.steps.append({"step": name, "status": "skipped", "reason": reason})
         print(f"  {name:34} skipped: {reason}", flush=True)
 
-    def run(self, name: str, estimate: float, fn: Any, *args: Any, needs: tuple[str, ...] = ()) -> Any:
-        if bad := [n for n in needs if n in self.failed]:
-            self.failed.add(name)
-            return self.skip(name, f"needs {', '.join(bad)}, which did not complete")
+    def run(self, name: str, estimate: float, fn: Any, *args: Any) -> Any:
         left = self.left() - self.RESERVE_S
         if left < estimate:
-            self.failed.add(name)
             return self.skip(name, f"time budget: ~{estimate:.0f} s needed, {max(left, 0):.0f} s left")
         ctx = multiprocessing.get_context(self.start_method)
         recv, send = ctx.Pipe(duplex=False)
@@ -276,7 +286,6 @@ class Runner:
         self.modules.update(mods)
         rec: dict[str, Any] = {"step": name, "status": "ok" if status == "ok" else "failed", "seconds": seconds}
         if status != "ok":
-            self.failed.add(name)
             tail = self.log.read_text(encoding="utf-8", errors="replace")[start:][-3000:] if self.log.exists() else ""
             rec.update(status="timed_out" if status == "timed_out" else "failed", error=str(payload)[-3000:],
                        log_tail=tail)

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -405,12 +406,18 @@ def fsdp_smoke(model: str, data: Path, out: Path, steps: int, max_length: int, t
            "--grad-accum", "1", "--max-steps", str(steps), "--max-length", str(max_length), "--logging-steps", "1",
            "--lr", "1e-4", "--no-progress", "--eval-fraction", "0"]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+    # A session of its own, so that on a timeout the launcher's worker goes too (it would hold the GPU).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise TimeoutError(f"accelerate launch ran past {timeout:.0f} s: {stderr[-1500:]}") from None
+    if proc.returncode:
+        raise RuntimeError(f"accelerate launch exited with {proc.returncode}:\n{stderr[-2500:]}")
     res: dict[str, Any] = {"returncode": proc.returncode, "seconds": time.perf_counter() - t0,
                            "command": " ".join(cmd[1:])}
-    if proc.returncode:
-        res["stderr_tail"] = proc.stderr[-2000:]
-        return res
     stats = read_manifest(out / "train")["stats"]
     rows = [json.loads(x) for x in (out / "train" / "log.jsonl").read_text().splitlines() if x.strip()]
     rates = sorted(r["tokens_per_s"] for r in rows if r.get("tokens_per_s"))
@@ -418,5 +425,5 @@ def fsdp_smoke(model: str, data: Path, out: Path, steps: int, max_length: int, t
     res.update(distributed=stats["distributed"], device=stats["device"], world_size=stats["world_size"],
                steps=stats["steps"], tokens_seen=stats["tokens_seen"], losses=losses,
                median_tokens_per_s=rates[len(rates) // 2] if rates else None,
-               note=next((x for x in proc.stdout.splitlines() if "accelerate set up" in x), None))
+               note=next((x for x in stdout.splitlines() if "accelerate set up" in x), None))
     return res
