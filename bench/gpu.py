@@ -8,22 +8,24 @@ Run as: python bench/gpu.py --prepare                  # here, once: wheels + to
         python bench/gpu.py --tiny                      # on a CPU, tiny shapes, the same code paths (tests run it)
 
 Why this shape: a GPU is lent to this project for minutes, with no network, and only torch, transformers, peft and
-accelerate installed. So everything the run needs travels with the tree in bench/gpu-carry/ (git-ignored, about
-25 MB): the wheels of the libraries nift is tested with (transformers, peft, accelerate, and TRL, datasets and
-pydantic with what they need, which the machine lacks), SmolLM2's tokenizer, and real OpenWebText prompt /
-continuation pairs cut by `nift prepare`. The script installs the wheels into a scratch folder, re-executes itself
-on them, and runs each arm in a forked child: an arm that crashes or runs out of memory costs only itself, every
-arm's peak GPU memory is its own, and no child pays the imports again. Steps run in order of importance under a
-time budget (default 450 s, so the whole run fits in 8 minutes on an H100/H200); a step that would not fit is
-skipped and named as skipped. The JSON is rewritten after every step, so a run cut short still reports what ran.
+accelerate installed. So everything the run needs travels with the tree in bench/gpu-carry/ (git-ignored, about 22
+MB): the wheels of the libraries nift is tested with (transformers, peft, accelerate, and TRL, datasets and pydantic
+with what they need, which the machine lacks), SmolLM2's tokenizer, and real OpenWebText prompt / continuation pairs
+cut by `nift prepare` (mean 794 tokens, at most 1,865). The script installs the wheels into a scratch folder,
+re-executes itself on them, and runs each arm in a forked child: an arm that crashes or runs out of memory costs
+only itself, every arm's peak GPU memory is its own, and no child pays the imports again. Steps run in order of
+importance under a time budget (default 450 s, so the whole run fits in 8 minutes on an H100/H200); a step that
+would not fit is skipped and named as skipped. The JSON is rewritten after every step, so a run cut short still
+reports what ran.
 
 Measured:
-- train, per shape: tokens/s from the end of the first micro-batch to the end of the last (the GPU synchronised at
-  each mark), peak GPU memory (torch's allocator, weights included), and MFU: tokens/s x FLOPs per token (4N + causal
-  attention per example; see gpu_work.flops_per_token) over the datasheet's dense bf16 peak, and over a measured
-  8192^3 bf16 matmul. Same data, LoRA r 8 / alpha 16 on all linear layers, max length 2048, micro-batch 8 x
-  accumulation 4, lr 5e-5 cosine, bf16, gradient checkpointing, one epoch. Each arm's own notion of a micro-batch:
-  nift's is 8 examples laid end to end; TRL's is 8 packed rows of up to 2048 tokens each.
+- train, per shape, arms nift / trl / plain (and on the 8B trl-seg, see gpu_work.train_trl): tokens/s from the end
+  of the first micro-batch to the end of the last (the GPU synchronised at each mark), peak GPU memory (torch's
+  allocator, weights included), and MFU: tokens/s x FLOPs per token (4N + causal attention per example; see
+  gpu_work.flops_per_token) over the datasheet's dense bf16 peak, and over a measured 8192^3 bf16 matmul. Same data,
+  LoRA r 8 / alpha 16 on all linear layers, max length 2048, micro-batch 8 x accumulation 4, lr 5e-5 cosine, bf16,
+  gradient checkpointing, one epoch. Each arm's own notion of a micro-batch: nift's is 8 examples laid end to end;
+  TRL's is 8 packed rows of up to 2048 tokens each.
 - generation: nift's `hf` backend through the distill engine vs the same batched `generate` calls made directly
   (bench/distill.py's two measurements), greedy, best of interleaved runs.
 - merge (8B, bf16): `nift merge` as the CLI runs it (verification off) and the streaming merge alone vs a plain
