@@ -163,8 +163,9 @@ def probe(tiny: bool, dtype: str) -> dict[str, Any]:
     return out
 
 
-# Dense bf16 peaks from the vendors' datasheets (no sparsity), by the name torch reports.
-DATASHEET_BF16 = [("H200", 989.4e12), ("GH200", 989.4e12), ("H100 PCIe", 756.0e12), ("H100 NVL", 835.0e12),
+# Dense bf16 peaks from the vendors' datasheets (no sparsity), by the name torch reports; the first match counts
+# (GH200 matches H200).
+DATASHEET_BF16 = [("H200 NVL", 835.0e12), ("H200", 989.4e12), ("H100 PCIe", 756.0e12), ("H100 NVL", 835.0e12),
                   ("H100", 989.4e12), ("H800", 989.4e12), ("A100", 312.0e12), ("A800", 312.0e12),
                   ("L40S", 362.1e12), ("L4", 121.0e12), ("A10G", 70.0e12), ("B200", 2250.0e12)]
 
