@@ -62,7 +62,6 @@ def shapes(cfg: dict) -> list[tuple[str, tuple[int, ...]]]:
 def build(work: Path, size_gb: float, shard_gb: float, dtype: str) -> tuple[Path, Path]:
     """The synthetic model and adapter, reused when a previous run built the same spec."""
     import torch
-    from peft import LoraConfig
     from safetensors.torch import save_file
 
     spec = {"size_gb": size_gb, "shard_gb": shard_gb, "dtype": dtype, "version": 1}
@@ -96,18 +95,30 @@ def build(work: Path, size_gb: float, shard_gb: float, dtype: str) -> tuple[Path
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
     (model / "config.json").write_text(json.dumps(cfg, indent=2))
 
-    adapter.mkdir()
-    r, state = 16, {}
-    for name, shape in shapes(cfg):
+    write_adapter(adapter, shapes(cfg), model, 16, gen)
+    (work / "spec.json").write_text(json.dumps(spec))
+    return model, adapter
+
+
+def write_adapter(adapter: Path, tensors: list[tuple[str, tuple[int, ...]]], model: Path, r: int,
+                  gen=None) -> Path:
+    """A random rank-r LoRA adapter in PEFT's format on every linear layer among `tensors` (name, shape)."""
+    import torch
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    gen = gen if gen is not None else torch.Generator().manual_seed(0)
+    adapter.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for name, shape in tensors:
         if name.split(".")[-2] in LINEAR:
             mod = "base_model.model." + name.removesuffix(".weight")
             state[mod + ".lora_A.weight"] = torch.randn((r, shape[1]), generator=gen) * 0.01
             state[mod + ".lora_B.weight"] = torch.randn((shape[0], r), generator=gen) * 0.01
     save_file(state, str(adapter / "adapter_model.safetensors"), metadata={"format": "pt"})
-    LoraConfig(r=r, lora_alpha=32, target_modules=LINEAR, base_model_name_or_path=str(model)).save_pretrained(
+    LoraConfig(r=r, lora_alpha=2 * r, target_modules=LINEAR, base_model_name_or_path=str(model)).save_pretrained(
         str(adapter))
-    (work / "spec.json").write_text(json.dumps(spec))
-    return model, adapter
+    return adapter
 
 
 # ------------------------------------------------------------------------------- measured in subprocesses
@@ -186,14 +197,18 @@ class PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
-def child(kind: str, model: Path, adapter: Path, out: Path) -> None:
+def run_kind(kind: str, model: Path, adapter: Path, out: Path) -> dict:
     do_baseline(model, adapter, out)  # imports outside the measured region, as in a long-running process
     with PeakRSS() as rss:
         t0 = time.perf_counter()
         KINDS[kind](model, adapter, out)
         seconds = time.perf_counter() - t0
-    print(json.dumps({"seconds": seconds, "rss_before_mib": rss.before / 2**20, "peak_rss_mib": rss.peak / 2**20,
-                      "peak_above_start_mib": (rss.peak - rss.before) / 2**20}))
+    return {"seconds": seconds, "rss_before_mib": rss.before / 2**20, "peak_rss_mib": rss.peak / 2**20,
+            "peak_above_start_mib": (rss.peak - rss.before) / 2**20}
+
+
+def child(kind: str, model: Path, adapter: Path, out: Path) -> None:
+    print(json.dumps(run_kind(kind, model, adapter, out)))
 
 
 def measure(kind: str, model: Path, adapter: Path, work: Path) -> dict:

@@ -53,7 +53,7 @@ HYPER = {"per_device_batch_size": 8, "grad_accum": 4, "lr": 5e-5, "max_length": 
 # ------------------------------------------------------------------------------------------------- data
 
 
-def make_pairs(n: int, out: Path) -> Path:
+def make_pairs(n: int, out: Path, prompt_words: int = 200, completion_words: int = 100) -> Path:
     """n real prompt/continuation pairs: `nift prepare` on OpenWebText, then word limits (see the docstring)."""
     from nift.artifacts import read_jsonl
     from nift.config import PrepareConfig
@@ -63,8 +63,8 @@ def make_pairs(n: int, out: Path) -> Path:
     prepare(PrepareConfig(input=[str(corpus)], n_docs=n, progress=False), out, log=lambda *_: None)
     rows = []
     for r in read_jsonl(out / "prepare" / "data.jsonl"):
-        prompt = " ".join(r["prompt"].split()[-200:])
-        completion = " " + " ".join(r["reference"].split()[:100])
+        prompt = " ".join(r["prompt"].split()[-prompt_words:])
+        completion = " " + " ".join(r["reference"].split()[:completion_words])
         rows.append({"id": r["id"], "prompt": prompt, "completion": completion})
     path = out / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -75,11 +75,15 @@ def make_pairs(n: int, out: Path) -> Path:
 
 
 def _probes():
-    """A step timer (time and real tokens seen at the end of every micro-batch) and a resident-memory sampler."""
+    """A step timer (time and real tokens seen at the end of every micro-batch) and a resident-memory sampler; on a
+    GPU also the peak GPU memory of training (weights included), and each mark waits for the GPU to finish, since
+    its work is queued asynchronously."""
     import psutil
+    import torch
     from transformers import TrainerCallback
 
     proc = psutil.Process()
+    cuda = torch.cuda.is_available()
 
     class Probe(TrainerCallback):
         def __init__(self):
@@ -95,23 +99,32 @@ def _probes():
 
         def on_train_begin(self, args, state, control, **kw):
             self.rss_start = self.rss_peak = proc.memory_info().rss
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             threading.Thread(target=self._sample, daemon=True).start()
 
-        def on_substep_end(self, args, state, control, **kw):
+        def _mark(self, state):
+            if cuda:
+                torch.cuda.synchronize()
             self.marks.append((time.perf_counter(), time.process_time(), state.num_input_tokens_seen))
 
+        def on_substep_end(self, args, state, control, **kw):
+            self._mark(state)
+
         def on_step_end(self, args, state, control, **kw):
-            self.marks.append((time.perf_counter(), time.process_time(), state.num_input_tokens_seen))
+            self._mark(state)
 
         def on_train_end(self, args, state, control, **kw):
             self._stop.set()
 
         def result(self) -> dict:
             (t0, c0, n0), (t1, c1, n1) = self.marks[0], self.marks[-1]
-            return {"tokens": n1 - n0, "seconds": t1 - t0, "tokens_per_s": (n1 - n0) / (t1 - t0),
+            return {"tokens": n1 - n0, "tokens_total": n1, "seconds": t1 - t0, "tokens_per_s": (n1 - n0) / (t1 - t0),
                     "cpu_seconds": c1 - c0, "tokens_per_cpu_s": (n1 - n0) / (c1 - c0),
                     "micro_batches_timed": len(self.marks) - 1, "rss_start_mb": self.rss_start / 2**20,
-                    "rss_peak_mb": self.rss_peak / 2**20, "rss_growth_mb": (self.rss_peak - self.rss_start) / 2**20}
+                    "rss_peak_mb": self.rss_peak / 2**20, "rss_growth_mb": (self.rss_peak - self.rss_start) / 2**20,
+                    "gpu_peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                    "gpu_peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None}
 
     return Probe()
 
