@@ -520,7 +520,7 @@ def _training_args(cfg: TrainConfig, stage_dir: Path, device: str, precision: st
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, learning_rate=cfg.lr,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, bf16=precision == "bf16", fp16=precision == "fp16",
-        activation_checkpointing=cfg.gradient_checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
+        **_checkpointing_args(cfg.gradient_checkpointing),
         logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps or cfg.save_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
@@ -528,6 +528,18 @@ def _training_args(cfg: TrainConfig, stage_dir: Path, device: str, precision: st
         remove_unused_columns=False, prediction_loss_only=True, label_names=["labels"],
         ddp_find_unused_parameters=False, dataloader_num_workers=0, use_cpu=device == "cpu",
     )
+
+
+def _checkpointing_args(on: bool) -> dict[str, Any]:
+    """transformers >= 5.20 names it activation_checkpointing (gradient_checkpointing is a deprecated alias, to go in
+    v6); earlier versions, which pyproject admits, know only gradient_checkpointing."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    name = "activation" if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)} \
+        else "gradient"
+    return {f"{name}_checkpointing": on, f"{name}_checkpointing_kwargs": {"use_reentrant": False}}
 
 
 def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Path, resume: str | None,
