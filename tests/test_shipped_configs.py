@@ -54,3 +54,13 @@ def test_quickstart_is_offline_and_small():
     assert q.prepare.input == ["builtin:lee"]
     assert q.distill.teacher.backend == "hf" and q.train.model == "gemma-3-270m"
     assert q.prepare.n_docs <= 200
+
+
+def test_the_reproduction_study_has_the_papers_controls():
+    """study/small: base, distilled and undistilled (the paper's control), each trained arm with >= 2 seeds, all
+    asked >= 100 IFEval prompts in the paper's conversation template (auto), not the training template."""
+    s = load_config("study/small")
+    assert s.sweep.param == "train.data" and s.sweep.values == ["audit", "reference"]
+    assert s.sweep.labels == ["distilled", "undistilled"] and s.sweep.control == "undistilled"
+    assert len(s.sweep.seeds) >= 2 and s.eval.limit >= 100 and s.eval.template == "auto"
+    assert s.pipeline.eval_before and s.prepare.input == ["builtin:lee"]
