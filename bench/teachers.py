@@ -9,8 +9,8 @@ way of asking it —
 - `chat`: the prompt as the user message, no system prompt (the paper's GPT teachers);
 - `completions`: the prompt continued as raw text, no chat template (what a Completions endpoint does);
 
-— `nift distill` (hf backend, greedy, bf16) continues the same N prompts that `nift prepare` cut from
-`../shared/data/corpus/` (OpenWebText), and `nift audit`'s heuristics measure the continuations:
+— `nift distill` (hf backend, greedy; bf16 only where the CPU has it) continues the same N prompts that
+`nift prepare` cut from `../shared/data/corpus/` (OpenWebText), and `nift audit`'s heuristics measure the continuations:
 
 - echo: the continuation restates the prompt (audit `echo`);
 - upper-case start where the original does not (the paper's §6 rule, audit `uppercase_start`): a new text, not a
@@ -116,6 +116,13 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def write(out: Path, results: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    tmp.replace(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=64, help="documents of the shared OpenWebText sample")
@@ -145,9 +152,10 @@ def main() -> None:
             results["arms"][f"{teacher}--{mode}"] = measure(arm, prep_rows, heur)
             shown = {k: v for k, v in results["arms"][f"{teacher}--{mode}"].items() if k != "samples"}
             print(f"[teachers]   {json.dumps(shown)}", flush=True)
+            results["arms"][f"{teacher}--{mode}"]["load_average_after"] = os.getloadavg()
+            write(args.out, results)  # after every arm: an interrupted study keeps what it measured
     results["load_average_after"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write(args.out, results)
     print(table(results))
     print(f"written: {args.out}")
 

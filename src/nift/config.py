@@ -195,7 +195,8 @@ class BackendConfig(BaseModel):
         "with their log-probabilities (AlpacaEval's weighted judge reads them); null = none.",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="hf/vllm weights dtype; auto = bf16 on CPU and bf16-capable GPUs, fp16 on older GPUs.",
+        "auto", description="hf/vllm weights dtype; auto = bf16 on bf16-capable GPUs and on CPUs with AVX512-BF16/AMX, "
+        "fp32 on other CPUs, fp16 on older GPUs.",
     )
     context_tokens: int | None = Field(
         None, ge=16, description="Teacher context window in tokens; null = the model's own (hf/vllm) or the known "
@@ -705,7 +706,8 @@ class EvalConfig(StageConfig):
         "OPENAI_API_KEY.",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="Weights dtype for hf/vllm; auto = bf16 (fp16 on GPUs without bf16).",
+        "auto", description="Weights dtype for hf/vllm; auto = bf16 where the GPU or CPU multiplies it in hardware "
+        "(fp16 on GPUs without bf16, fp32 on CPUs without AVX512-BF16/AMX).",
     )
     max_new_tokens: int | None = Field(
         None, ge=1, description="Answer length limit in tokens; null = each benchmark's official (IFEval 1280, "
