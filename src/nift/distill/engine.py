@@ -55,6 +55,7 @@ from nift.distill.types import (
     Skip,
 )
 from nift.errors import ConfigError, InputError
+from nift.locks import writer_lock
 
 CHAT_OVERHEAD_TOKENS = 8  # role markers of a chat template, per message, in the context check
 PROMPT_ESTIMATE_MARGIN = 1.25  # budget reservations over-estimate prompts whose tokenizer is not at hand
@@ -497,9 +498,17 @@ def run_requests(
     cached, sent, skipped (empty, too long), failed (after retries, or a non-retryable 4xx) and whether the budget
     stopped the run (`summary.stopped == "budget"`), with the cost ledger (`summary.ledger()`). Raises
     `BackendAbort` (a `NiftError`) when every request would fail (bad key, unknown model), after storing what had
-    arrived. `backend` may be passed to reuse a loaded one (e.g. an hf model)."""
+    arrived. `backend` may be passed to reuse a loaded one (e.g. an hf model).
+
+    The store is locked for the call, before any backend is made or model loaded: one writer per store, also when
+    several run dirs share it (--cache); a second would send and pay for the same requests."""
+    with writer_lock(store_path, "the request store", directory=False, log=log):
+        return _run_requests(cfg, list(requests), store_path, budget_usd, progress, log, backend, desc)
+
+
+def _run_requests(cfg: BackendConfig, reqs: list[Request], store_path: str | Path, budget_usd: float | None,
+                  progress: bool, log: Callable[[str], Any], backend: Backend | None, desc: str | None) -> Results:
     t0 = time.perf_counter()
-    reqs = list(requests)
     backend = _backend_for(cfg, backend, log)
     price = price_for(cfg)
     _check_price(cfg, price, budget_usd, log)

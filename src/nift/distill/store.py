@@ -20,6 +20,7 @@ from typing import Any
 from nift.config import hash_obj
 from nift.distill.types import Result
 from nift.errors import InputError
+from nift.locks import writer_lock
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -169,7 +170,7 @@ def merge_stores(target: str | Path, sources: list[str | Path]) -> list[dict[str
     stores of machines that distilled different shards become one. Returns per source what was added."""
     target = Path(target)
     report = []
-    with Store(target) as store:
+    with writer_lock(target, "the request store", directory=False), Store(target) as store:
         for src in map(Path, sources):
             _check_store(src)
             if src.resolve() == target.resolve():
