@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from nift import __version__
-from nift.config import StageConfig, redact
+from nift.config import StageConfig, redact, scrub_values
 from nift.locks import is_lock_file, writer_lock
 
 MANIFEST = "manifest.json"
@@ -66,6 +66,9 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically, every string scrubbed of credentials (URL userinfo, secret URL parameters, API key
+    values): manifests, results.json and every other JSON nift writes pass here."""
+    obj = scrub_values(json.loads(json.dumps(obj, default=str)))
     with atomic_open(path) as f:
         json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
         f.write("\n")

@@ -396,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except NiftError as e:
-        print(f"nift: error: {e}", file=sys.stderr)
+        from nift.config import scrub
+
+        print(f"nift: error: {scrub(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nnift: interrupted; run the same command again to resume where it stopped", file=sys.stderr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -80,18 +81,89 @@ def hash_obj(obj: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Redaction by value: whatever the key, a URL's userinfo (http://user:KEY@host) and its secret-looking query or
+# fragment parameters (?api_key=KEY, &sig=..., #access_token=...) are cut, and so is the value of every environment
+# variable a config names in `api_key_env` (or that a backend read its key from: `register_secret`).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>()\[\]{}`|\\]*[^\s\"'<>()\[\]{}`|\\.,;:!?]")
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
+_PARAM = re.compile(r"([?&;#])([^=&;#?]+)=([^&;#]*)")
+_SECRET_PARAM = re.compile(
+    r"(api[-_]?key|key|token|sig|signature|password|passwd|pwd|secret|auth|authorization|credentials?|session)$",
+    re.IGNORECASE)
+_MIN_SECRET_LEN = 8  # shorter values would replace common text; real keys are far longer
+REDACTED = "<redacted>"
+_registered: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret (an API key read from the environment) so that `scrub` removes it wherever it shows."""
+    if value and len(value) >= _MIN_SECRET_LEN:
+        _registered.add(value)
+
+
+def _scrub_url(m: re.Match[str]) -> str:
+    url = _USERINFO.sub(lambda u: u.group(1) + REDACTED + "@", m.group(0))
+    return _PARAM.sub(lambda p: p.group(0) if not _SECRET_PARAM.search(p.group(2).strip())
+                      else f"{p.group(1)}{p.group(2)}={REDACTED}", url)
+
+
+def scrub(text: str, secrets: set[str] | frozenset[str] = frozenset()) -> str:
+    """`text` without credentials: registered secret values (and `secrets`), URL userinfo, secret URL parameters."""
+    for value in sorted(_registered | set(secrets), key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return _URL.sub(_scrub_url, text) if "://" in text else text
+
+
+def _env_secrets(obj: Any, out: set[str]) -> set[str]:
+    """The values of the environment variables that `*api_key_env` fields anywhere in obj name."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str) and k.endswith("api_key_env") and isinstance(v, str):
+                value = os.environ.get(v)
+                if value and len(value) >= _MIN_SECRET_LEN:
+                    out.add(value)
+            else:
+                _env_secrets(v, out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _env_secrets(v, out)
+    return out
+
+
+def scrub_values(obj: Any, secrets: set[str] | frozenset[str] = frozenset()) -> Any:
+    """obj with every string scrubbed (keys kept): what `write_json` applies to all it writes."""
+    secrets = _env_secrets(obj, set(secrets))
+    return _scrub_values(obj, secrets)
+
+
+def _scrub_values(obj: Any, secrets: set[str]) -> Any:
+    if isinstance(obj, str):
+        return scrub(obj, secrets)
+    if isinstance(obj, dict):
+        return {k: _scrub_values(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_scrub_values(v, secrets) for v in obj]
+    return obj
+
+
 def redact(obj: Any) -> Any:
-    """Drop the values of secret-looking keys, recursively. Applied to everything written to disk."""
+    """Drop the values of secret-looking keys, recursively, and scrub every string by value (`scrub`). Applied to
+    configs before they are hashed or written anywhere."""
+    return scrub_values(_redact_keys(obj))
+
+
+def _redact_keys(obj: Any) -> Any:
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
             if isinstance(k, str) and _SECRET_KEY.search(k) and not _SECRET_ALLOWED.search(k) and v:
-                out[k] = "<redacted>"
+                out[k] = REDACTED
             else:
-                out[k] = redact(v)
+                out[k] = _redact_keys(v)
         return out
     if isinstance(obj, list):
-        return [redact(v) for v in obj]
+        return [_redact_keys(v) for v in obj]
     return obj
 
 
