@@ -21,6 +21,8 @@ import hashlib
 import json
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -35,7 +37,26 @@ _SECRET_KEY = re.compile(r"(api_key|secret|password|token)$", re.IGNORECASE)
 _SECRET_ALLOWED = re.compile(r"(_env|_tokens|max_new_tokens|max_tokens)$", re.IGNORECASE)
 
 
-class StageConfig(BaseModel):
+def _numbers_only(ann: Any) -> bool:
+    """Whether a field's annotation admits numbers but not booleans (int, float, `int | None`, ...)."""
+    args = typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else (ann,)
+    kinds = {a for a in args if a is not type(None)}
+    return bool(kinds) and kinds <= {int, float}
+
+
+class _NoBoolNumbers(BaseModel):
+    """pydantic reads `true` as 1 for an int field: `n_docs: true` would sample one document. Refuse it."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: Any) -> Any:
+        if isinstance(v, bool) and info.field_name in cls.model_fields and \
+                _numbers_only(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, got the boolean {str(v).lower()}")
+        return v
+
+
+class StageConfig(_NoBoolNumbers):
     """Base for every stage's config: strict keys, validated on assignment.
 
     Fields whose `json_schema_extra` has `volatile: True` (progress display, concurrency, ...) change how a stage
@@ -219,7 +240,7 @@ class Price(BaseModel):
     )
 
 
-class BackendConfig(BaseModel):
+class BackendConfig(_NoBoolNumbers):
     """A teacher or judge: which backend, which model, and how to call it.
 
     Used by `nift distill` (as `teacher:`) and by any stage that calls a model (judges). Settings that do not change
