@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,24 @@ def test_sweep_checks_every_value_before_running_any(tmp_path: Path, monkeypatch
     with pytest.raises(ConfigError, match=r"--param distill.limit \(value -5\)"):
         sweep.run(str(path), "distill.limit", ["3", "-5"], log=lambda *_: None)
     assert ran == []
+
+
+def test_whitespace_completions_are_not_trained_on(tmp_path: Path):
+    """An all-whitespace file trained to loss 15 and wrote an adapter: whitespace-only completions count as empty."""
+    from nift.train_data import DataSpec, load_examples
+
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "The cat", "completion": " \n\t "}, {"prompt": "A dog", "completion": " barked."},
+            {"prompt": "Rain", "completion": "\u3000\n"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    convs, skipped = load_examples(DataSpec("file", {}, data), tmp_path)
+    assert [c.id for c in convs] == [f"{data}:2"]
+    assert skipped["empty_completion"] == 2
+
+    run = tmp_path / "run"
+    (run / "prepare").mkdir(parents=True)
+    (run / "distill").mkdir()
+    (run / "prepare" / "data.jsonl").write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": "y"}\n')
+    (run / "distill" / "data.jsonl").write_text('{"id": "a", "completion": "  "}\n{"id": "b", "completion": "ok"}\n')
+    convs, skipped = load_examples(DataSpec("distill", {"distill": run / "distill", "prepare": run / "prepare"}), run)
+    assert [c.id for c in convs] == ["b"] and skipped["empty_completion"] == 1
