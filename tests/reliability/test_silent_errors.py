@@ -57,3 +57,34 @@ def test_whitespace_completions_are_not_trained_on(tmp_path: Path):
     (run / "distill" / "data.jsonl").write_text('{"id": "a", "completion": "  "}\n{"id": "b", "completion": "ok"}\n')
     convs, skipped = load_examples(DataSpec("distill", {"distill": run / "distill", "prepare": run / "prepare"}), run)
     assert [c.id for c in convs] == ["b"] and skipped["empty_completion"] == 1
+
+
+def _tiny_adapter_and_target(tmp_path: Path, target_modules):
+    import torch
+
+    from nift.checkpoint import Checkpoint, TensorInfo
+    from nift.merge.adapter import Adapter, LoraModule
+
+    names = [f"model.layers.0.self_attn.{p}_proj.weight" for p in "qkvo"] + ["model.embed_tokens.weight"]
+    target = Checkpoint(tmp_path, "target tiny", [], {n: TensorInfo(n, tmp_path / "m.safetensors", "F32", (8, 8))
+                                                     for n in names}, {"tie_word_embeddings": True}, {})
+    mods = {f"model.layers.0.self_attn.{p}_proj.weight": LoraModule(f"model.layers.0.self_attn.{p}_proj",
+                                                                    torch.zeros(2, 8), torch.zeros(8, 2), 1.0)
+            for p in "qv"}
+    cfg = {"peft_type": "LORA", "r": 2, "lora_alpha": 2, "target_modules": target_modules}
+    return Adapter(tmp_path / "adapter", cfg, tmp_path / "adapter" / "adapter_model.safetensors", mods, {}, 0), target
+
+
+def test_target_modules_naming_a_missing_module_is_refused(tmp_path: Path):
+    """target_modules edited to a module the model lacks merged silently with --verify off (traceback with it on)."""
+    from nift.merge.checks import check_adapter
+
+    adapter, target = _tiny_adapter_and_target(tmp_path, ["q_proj", "v_projj"])
+    errors = check_adapter(adapter, target)
+    assert any("target_modules names 'v_projj'" in e and "no module of that name" in e for e in errors), errors
+    assert any("self_attn.v_proj: has LoRA weights but is not in" in e for e in errors), errors
+    for fine in (["q_proj", "v_proj", "lm_head"], "all-linear", r".*\.(q|v)_proj"):
+        adapter, target = _tiny_adapter_and_target(tmp_path, fine)
+        assert check_adapter(adapter, target) == [], fine
+    adapter, target = _tiny_adapter_and_target(tmp_path, r".*\.(q|x)_proj")
+    assert any("v_proj: has LoRA weights" in e for e in check_adapter(adapter, target))
