@@ -88,3 +88,39 @@ def test_target_modules_naming_a_missing_module_is_refused(tmp_path: Path):
         assert check_adapter(adapter, target) == [], fine
     adapter, target = _tiny_adapter_and_target(tmp_path, r".*\.(q|x)_proj")
     assert any("v_proj: has LoRA weights" in e for e in check_adapter(adapter, target))
+
+
+def _eval_folder(path: Path, values: list, manifest: bool = True) -> Path:
+    path.mkdir(parents=True)
+    rows = [{"metric": "ifeval/strict", "unit": f"p{i}", "value": v, "kind": "binary"} for i, v in enumerate(values)]
+    # json.dumps writes float('nan') as the NaN that Python's json reads back
+    (path / "per_item.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "results.json").write_text("{}")
+    if manifest:
+        (path / "manifest.json").write_text('{"stage": "eval"}')
+    return path
+
+
+def test_compare_refuses_an_interrupted_eval(tmp_path: Path):
+    """An eval folder without manifest.json (interrupted) was compared as if it had finished."""
+    from nift.errors import InputError
+    from nift.eval.compare import compare
+
+    a = _eval_folder(tmp_path / "before", [1, 0, 1, 0])
+    b = _eval_folder(tmp_path / "after", [1, 1], manifest=False)
+    with pytest.raises(InputError, match=r"after is not a finished `nift eval` folder: it has no manifest.json"):
+        compare(a, b, out=tmp_path / "cmp", n_boot=50, log=lambda *_: None)
+
+
+def test_nan_in_a_pass_fail_column_is_missing_not_a_pass(tmp_path: Path):
+    """NaN in a pass/fail column of per_item.jsonl counted as a pass in `nift compare`."""
+    from nift.eval.compare import compare
+
+    a = _eval_folder(tmp_path / "before", [0, 0, 0, 0])
+    b = _eval_folder(tmp_path / "after", [0, float("nan"), float("nan"), 0])
+    logged: list[str] = []
+    res = compare(a, b, out=tmp_path / "cmp", n_boot=50, log=logged.append)
+    row = res["metrics"][0]
+    assert row["n_paired"] == 2 and row["mean_b"] == 0.0 and row["unpaired_a"] == 2
+    assert any("2 value(s) of ifeval/strict are not finite numbers (line 2, ...)" in w for w in res["warnings"])
+    assert any("not finite" in line for line in logged)
