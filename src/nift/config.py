@@ -853,10 +853,11 @@ class EvalConfig(StageConfig):
         default_factory=_default_judge, description="The judge for MT-Bench, Arena-Hard and AlpacaEval, any "
         "distill backend: --judge.backend, --judge.model, --judge.base-url, ... (default: openai gpt-4-0613, the "
         "paper's MT-Bench judge; Arena-Hard v0.1's and AlpacaEval 2's official one is gpt-4-1106-preview); "
-        "temperature 0. Its max_tokens is replaced by --judge-max-tokens (AlpacaEval: always 1 token).",
+        "temperature 0. Its max_tokens, when given, is the judge's answer limit (as --judge-max-tokens; AlpacaEval: "
+        "always 1 token).",
     )
     judge_max_tokens: int | None = Field(
-        None, ge=1, description="Judge answer limit in tokens (used instead of --judge.max-tokens); null = the "
+        None, ge=1, description="Judge answer limit in tokens (--judge.max-tokens sets it too); null = the "
         "official per benchmark (MT-Bench 2048, Arena-Hard 4096).",
     )
     judge_budget_usd: float | None = volatile(
@@ -890,6 +891,15 @@ class EvalConfig(StageConfig):
         # `--judge.model gpt-4o` (or `judge: {model: ...}` in YAML) changes that key of the default judge; without
         # this, the unnamed keys would fall back to BackendConfig's own defaults (an in-process hf model).
         if isinstance(data, dict) and isinstance(data.get("judge"), dict):
+            given = data["judge"].get("max_tokens")
+            if given is not None:
+                # --judge.max-tokens was recorded in results.json but never sent (the per-benchmark limit was): it
+                # is the judge's answer limit, as --judge-max-tokens is; two different values are refused.
+                other = data.get("judge_max_tokens")
+                if other is not None and str(other) != str(given):
+                    raise ValueError(f"judge.max_tokens ({given}) and judge_max_tokens ({other}) disagree: both set "
+                                     "the judge's answer limit; give one")
+                data = {**data, "judge_max_tokens": given}
             data = {**data, "judge": {**_JUDGE_DEFAULTS, **data["judge"]}}
         return data
 

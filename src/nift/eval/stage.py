@@ -169,7 +169,9 @@ def _evaluate(ctx: StageContext, cfg: Any, name: str, target: Target, bench_data
         if any(b in cfg.benchmarks for b in JUDGED):
             judge = Judge(cfg.judge, cache / "judgments.sqlite", progress=cfg.progress, log=log,
                           budget_usd=cfg.judge_budget_usd)
-            results["judge"] = judge.describe()
+            # the answer limits really sent, per benchmark (the judge config's own max_tokens is not sent as such)
+            results["judge"] = {**judge.describe(), "max_tokens": {
+                b: judging.judge_max_tokens(cfg, b) for b in cfg.benchmarks if b in JUDGED}}
         for bench in cfg.benchmarks:
             d = bench_data[bench]
             settings = GenSettings(template, cfg.max_new_tokens or OFFICIAL_MAX_NEW_TOKENS[bench], system)
