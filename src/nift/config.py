@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -34,7 +37,26 @@ _SECRET_KEY = re.compile(r"(api_key|secret|password|token)$", re.IGNORECASE)
 _SECRET_ALLOWED = re.compile(r"(_env|_tokens|max_new_tokens|max_tokens)$", re.IGNORECASE)
 
 
-class StageConfig(BaseModel):
+def _numbers_only(ann: Any) -> bool:
+    """Whether a field's annotation admits numbers but not booleans (int, float, `int | None`, ...)."""
+    args = typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else (ann,)
+    kinds = {a for a in args if a is not type(None)}
+    return bool(kinds) and kinds <= {int, float}
+
+
+class _NoBoolNumbers(BaseModel):
+    """pydantic reads `true` as 1 for an int field: `n_docs: true` would sample one document. Refuse it."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: Any) -> Any:
+        if isinstance(v, bool) and info.field_name in cls.model_fields and \
+                _numbers_only(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, got the boolean {str(v).lower()}")
+        return v
+
+
+class StageConfig(_NoBoolNumbers):
     """Base for every stage's config: strict keys, validated on assignment.
 
     Fields whose `json_schema_extra` has `volatile: True` (progress display, concurrency, ...) change how a stage
@@ -80,18 +102,89 @@ def hash_obj(obj: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Redaction by value: whatever the key, a URL's userinfo (http://user:KEY@host) and its secret-looking query or
+# fragment parameters (?api_key=KEY, &sig=..., #access_token=...) are cut, and so is the value of every environment
+# variable a config names in `api_key_env` (or that a backend read its key from: `register_secret`).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>()\[\]{}`|\\]*[^\s\"'<>()\[\]{}`|\\.,;:!?]")
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
+_PARAM = re.compile(r"([?&;#])([^=&;#?]+)=([^&;#]*)")
+_SECRET_PARAM = re.compile(
+    r"(api[-_]?key|key|token|sig|signature|password|passwd|pwd|secret|auth|authorization|credentials?|session)$",
+    re.IGNORECASE)
+_MIN_SECRET_LEN = 8  # shorter values would replace common text; real keys are far longer
+REDACTED = "<redacted>"
+_registered: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret (an API key read from the environment) so that `scrub` removes it wherever it shows."""
+    if value and len(value) >= _MIN_SECRET_LEN:
+        _registered.add(value)
+
+
+def _scrub_url(m: re.Match[str]) -> str:
+    url = _USERINFO.sub(lambda u: u.group(1) + REDACTED + "@", m.group(0))
+    return _PARAM.sub(lambda p: p.group(0) if not _SECRET_PARAM.search(p.group(2).strip())
+                      else f"{p.group(1)}{p.group(2)}={REDACTED}", url)
+
+
+def scrub(text: str, secrets: set[str] | frozenset[str] = frozenset()) -> str:
+    """`text` without credentials: registered secret values (and `secrets`), URL userinfo, secret URL parameters."""
+    for value in sorted(_registered | set(secrets), key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return _URL.sub(_scrub_url, text) if "://" in text else text
+
+
+def _env_secrets(obj: Any, out: set[str]) -> set[str]:
+    """The values of the environment variables that `*api_key_env` fields anywhere in obj name."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str) and k.endswith("api_key_env") and isinstance(v, str):
+                value = os.environ.get(v)
+                if value and len(value) >= _MIN_SECRET_LEN:
+                    out.add(value)
+            else:
+                _env_secrets(v, out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _env_secrets(v, out)
+    return out
+
+
+def scrub_values(obj: Any, secrets: set[str] | frozenset[str] = frozenset()) -> Any:
+    """obj with every string scrubbed (keys kept): what `write_json` applies to all it writes."""
+    secrets = _env_secrets(obj, set(secrets))
+    return _scrub_values(obj, secrets)
+
+
+def _scrub_values(obj: Any, secrets: set[str]) -> Any:
+    if isinstance(obj, str):
+        return scrub(obj, secrets)
+    if isinstance(obj, dict):
+        return {k: _scrub_values(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_scrub_values(v, secrets) for v in obj]
+    return obj
+
+
 def redact(obj: Any) -> Any:
-    """Drop the values of secret-looking keys, recursively. Applied to everything written to disk."""
+    """Drop the values of secret-looking keys, recursively, and scrub every string by value (`scrub`). Applied to
+    configs before they are hashed or written anywhere."""
+    return scrub_values(_redact_keys(obj))
+
+
+def _redact_keys(obj: Any) -> Any:
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
             if isinstance(k, str) and _SECRET_KEY.search(k) and not _SECRET_ALLOWED.search(k) and v:
-                out[k] = "<redacted>"
+                out[k] = REDACTED
             else:
-                out[k] = redact(v)
+                out[k] = _redact_keys(v)
         return out
     if isinstance(obj, list):
-        return [redact(v) for v in obj]
+        return [_redact_keys(v) for v in obj]
     return obj
 
 
@@ -147,7 +240,7 @@ class Price(BaseModel):
     )
 
 
-class BackendConfig(BaseModel):
+class BackendConfig(_NoBoolNumbers):
     """A teacher or judge: which backend, which model, and how to call it.
 
     Used by `nift distill` (as `teacher:`) and by any stage that calls a model (judges). Settings that do not change
@@ -762,10 +855,11 @@ class EvalConfig(StageConfig):
         default_factory=_default_judge, description="The judge for MT-Bench, Arena-Hard and AlpacaEval, any "
         "distill backend: --judge.backend, --judge.model, --judge.base-url, ... (default: openai gpt-4-0613, the "
         "paper's MT-Bench judge; Arena-Hard v0.1's and AlpacaEval 2's official one is gpt-4-1106-preview); "
-        "temperature 0. Its max_tokens is replaced by --judge-max-tokens (AlpacaEval: always 1 token).",
+        "temperature 0. Its max_tokens, when given, is the judge's answer limit (as --judge-max-tokens; AlpacaEval: "
+        "always 1 token).",
     )
     judge_max_tokens: int | None = Field(
-        None, ge=1, description="Judge answer limit in tokens (used instead of --judge.max-tokens); null = the "
+        None, ge=1, description="Judge answer limit in tokens (--judge.max-tokens sets it too); null = the "
         "official per benchmark (MT-Bench 2048, Arena-Hard 4096).",
     )
     judge_budget_usd: float | None = volatile(
@@ -799,6 +893,15 @@ class EvalConfig(StageConfig):
         # `--judge.model gpt-4o` (or `judge: {model: ...}` in YAML) changes that key of the default judge; without
         # this, the unnamed keys would fall back to BackendConfig's own defaults (an in-process hf model).
         if isinstance(data, dict) and isinstance(data.get("judge"), dict):
+            given = data["judge"].get("max_tokens")
+            if given is not None:
+                # --judge.max-tokens was recorded in results.json but never sent (the per-benchmark limit was): it
+                # is the judge's answer limit, as --judge-max-tokens is; two different values are refused.
+                other = data.get("judge_max_tokens")
+                if other is not None and str(other) != str(given):
+                    raise ValueError(f"judge.max_tokens ({given}) and judge_max_tokens ({other}) disagree: both set "
+                                     "the judge's answer limit; give one")
+                data = {**data, "judge_max_tokens": given}
             data = {**data, "judge": {**_JUDGE_DEFAULTS, **data["judge"]}}
         return data
 

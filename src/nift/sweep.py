@@ -110,6 +110,9 @@ def run(config: str, param: str | None = None, values: list[str] | None = None, 
     rows = []
     points: dict[str, dict[str, Path]] = {}
     first: Path | None = None
+    # Every point's config is built (and validated) before the first runs: a bad last value must not cost the
+    # whole pipeline of the values before it.
+    plan = []
     for value, label in zip(parsed, labels, strict=True):
         for seed in seeds:
             point = base / (_slug(value) + (f"-seed{seed}" if seed is not None else ""))
@@ -119,18 +122,20 @@ def run(config: str, param: str | None = None, values: list[str] | None = None, 
             if base_cfg.distill.cache is None and param != "distill.cache":
                 overrides.setdefault("distill", {}).setdefault("cache", str(shared_cache))
             cfg = load_config(config, overrides=overrides, top_overrides={"run_dir": str(point)},
-                              cli_names={tuple(param.split(".")): f"--param {param}"})
-            if first is not None:
-                for stage in upstream:
-                    _link(first / stage, point / stage)
-                if share_before:
-                    _link(first / "eval" / "before", point / "eval" / "before")
-            log(f"[sweep] {param} = {value!r}" + (f", train.seed = {seed}" if seed is not None else "")
-                + f" -> {point}")
-            pipeline.run(cfg, log=log)
-            first = first or point
-            rows.append({**_point_row(point, value), "label": label, "seed": seed})
-            points.setdefault(label, {})[str(seed if seed is not None else cfg.train.seed)] = point
+                              cli_names={tuple(param.split(".")): f"--param {param} (value {value!r})"})
+            plan.append((value, label, seed, point, cfg))
+    for value, label, seed, point, cfg in plan:
+        if first is not None:
+            for stage in upstream:
+                _link(first / stage, point / stage)
+            if share_before:
+                _link(first / "eval" / "before", point / "eval" / "before")
+        log(f"[sweep] {param} = {value!r}" + (f", train.seed = {seed}" if seed is not None else "")
+            + f" -> {point}")
+        pipeline.run(cfg, log=log)
+        first = first or point
+        rows.append({**_point_row(point, value), "label": label, "seed": seed})
+        points.setdefault(label, {})[str(seed if seed is not None else cfg.train.seed)] = point
     write_json(base / "sweep.json", {"param": param, "points": rows})
     _write_table(base / "sweep.md", param, rows)
     _plot(base / "sweep.png", param, rows)

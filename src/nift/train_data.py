@@ -14,8 +14,9 @@
     system?}`, or the OpenAI form `{messages: [{role, content}, ...]}`; a leading `system` message becomes the system
     prompt.
 
-Rows whose completion is null or empty (a failed teacher call, say) are skipped and counted; a row without the
-completion field at all, malformed JSON, an `id` missing from prepare — each is an error naming file and line.
+Rows whose completion is null, empty or only whitespace (a failed teacher call, say) are skipped and counted; a row
+without the completion field at all, malformed JSON, an `id` missing from prepare — each is an error naming file and
+line.
 
 A distill / audit row whose `finish_reason` says the teacher hit max_tokens (`length`, `max_tokens`) holds a text
 that did not end there. `cut_at_max_tokens` decides: `no_eos` trains on it without EOS, `drop` leaves it out; both
@@ -123,6 +124,11 @@ def _text(value: Any, where: str, name: str) -> str | None:
     return value
 
 
+def _blank(completion: str | None) -> bool:
+    """Nothing to learn: null, empty or only whitespace (an all-whitespace file once trained to loss 15)."""
+    return not completion or not completion.strip()
+
+
 def load_examples(spec: DataSpec, run_dir: str | Path, data_format: str = "prompt_completion",
                   prompt_field: str = "prompt", completion_field: str = "completion",
                   limit: int | None = None, cut_at_max_tokens: str = "no_eos") -> tuple[list[Conversation], Counter]:
@@ -168,7 +174,7 @@ def _pairs(path: Path, pf: str, cf: str, skipped: Counter) -> Iterator[Conversat
         completion = _text(_field(row, where, cf, hint), where, cf)
         if not prompt:
             raise InputError(f"{where}: field {pf!r} is empty")
-        if not completion:
+        if _blank(completion):
             skipped["empty_completion"] += 1
             continue
         yield Conversation.single(prompt, completion, _row_id(row, where), where)
@@ -190,7 +196,7 @@ def _join_stage(data: Path, prepare: Path, skipped: Counter, cut_policy: str = "
         if rid not in prompts:
             raise InputError(f"{where}: id {rid!r} is not in {prepare}; the two stages come from different runs "
                              "(re-run the stage that wrote it)")
-        if not completion:
+        if _blank(completion):
             skipped["empty_completion"] += 1
             continue
         cut = row.get("finish_reason") in CUT_REASONS
@@ -208,7 +214,7 @@ def _alpaca(path: Path, skipped: Counter) -> Iterator[Conversation]:
         output = _text(_field(row, where, "output"), where, "output")
         if not prompt:
             raise InputError(f"{where}: 'instruction' and 'input' are both empty")
-        if not output:
+        if _blank(output):
             skipped["empty_completion"] += 1
             continue
         turns: list[tuple[str, str]] = []
@@ -251,7 +257,7 @@ def _sharegpt(path: Path, skipped: Counter) -> Iterator[Conversation]:
                                  "first); tool and function messages are not supported")
         if pending is not None or not turns:
             raise InputError(f"{where}: the conversation must end with an assistant message")
-        if not turns[-1][1]:
+        if _blank(turns[-1][1]):
             skipped["empty_completion"] += 1
             continue
         yield Conversation(tuple(turns), system, _row_id(row, where), where)

@@ -20,6 +20,7 @@ def _write_eval(folder: Path, rows: list[dict], model: str) -> None:
             f.write(json.dumps(r) + "\n")
     (folder / "results.json").write_text(json.dumps({"model": model, "data": {"ifeval": {"q": "abc"}},
                                                      "judge": {"model": "j"}}))
+    (folder / "manifest.json").write_text('{"stage": "eval"}')  # a finished eval
 
 
 def test_compare_pairs_units_and_uses_fitting_tests(tmp_path: Path):
@@ -71,6 +72,7 @@ def test_compare_rejects_folders_that_are_not_evals(tmp_path: Path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "per_item.jsonl").write_text('{"metric": "m"}\n')
+    (bad / "manifest.json").write_text('{"stage": "eval"}')
     with pytest.raises(InputError, match=r"per_item.jsonl:1: expected metric, unit, value and kind"):
         compare(bad, bad)
 

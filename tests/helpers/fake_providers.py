@@ -46,6 +46,7 @@ class FakeProviders:
         self.hold = hold
         self.lock = threading.Lock()
         self.messages: list[dict] = []  # bodies of POST /v1/messages
+        self.chats: list[dict] = []  # bodies of POST /v1/chat/completions and /v1/completions
         self.anthropic_batches: dict[str, dict] = {}
         self.openai_batches: dict[str, dict] = {}
         self.files: dict[str, bytes] = {}
@@ -237,7 +238,9 @@ class FakeProviders:
                                                     "metadata": body.get("metadata") or {}}
                         return self._send(200, fake._oai_batch_view(fake.openai_batches[bid]))
                     if path in ("/v1/chat/completions", "/v1/completions"):
-                        return self._send(200, fake._chat(json.loads(raw), path))
+                        body = json.loads(raw)
+                        fake.chats.append(body)
+                        return self._send(200, fake._chat(body, path))
                 self._send(404, {"error": {"message": f"no route {path}"}})
 
             def do_GET(self) -> None:

@@ -13,7 +13,8 @@ last chat message or the prompt) and `attempt` counts how often that content has
 - "malformed": call upstream, then answer 200 with the first half of its JSON.
 
 Every request is logged (`log`: time, key, attempt, action, whether upstream was called, whether a complete
-answer was delivered), so tests can check what reached the server and that nothing delivered was asked again.
+answer was delivered, the usage upstream reported — the bill — also when the answer was then lost), so tests
+can check what reached the server, what it billed, and that nothing delivered was asked again.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ class FaultProxy:
                 except urllib.error.HTTPError as e:
                     status, data = e.code, e.read()
                 entry.upstream = True
+                if status == 200:  # the work the server did (and would bill), whether or not the client hears of it
+                    entry.usage = json.loads(data).get("usage")
                 if action == "drop_after":
                     return self._drop()
                 if action == "malformed":
@@ -149,6 +152,5 @@ class FaultProxy:
                 self._reply(status, data)
                 if status == 200:
                     entry.delivered = True
-                    entry.usage = json.loads(data).get("usage")
 
         return Handler

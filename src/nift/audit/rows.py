@@ -14,7 +14,7 @@ Formats (one per input; `auto` decides from the first row's fields and says whic
 - `alpaca`: `{instruction, input?, output}` (the Table-8 comparison row).
 - `text`: one text field (e.g. generated articles).
 - `chat`: `messages: [{role, content}]` or ShareGPT `conversations: [{from, value}]`; the target is the last
-  assistant turn.
+  assistant turn (empty, and so flagged `empty`, when there is none).
 """
 
 from __future__ import annotations
@@ -244,6 +244,8 @@ def _str_field(obj: dict[str, Any], key: str, where: str, optional: bool = False
     if key not in obj or obj[key] is None:
         if optional:
             return None
+        if key in obj:
+            raise BadRow("null_field", f"{where}: field {key!r} is null")
         fields = ", ".join(list(obj)[:12]) or "none"
         raise BadRow("missing_field", f"{where}: no field {key!r} (fields: {fields})")
     v = obj[key]
@@ -267,8 +269,8 @@ def _chat(obj: dict[str, Any], where: str) -> tuple[str | None, str, str]:
         rendered.append((_ROLES.get(role.lower(), role.capitalize()), content))
     lines = [f"{r}: {c}" for r, c in rendered]
     last = max((i for i, (r, _) in enumerate(rendered) if r == "Assistant"), default=None)
-    if last is None:
-        return None, "\n".join(lines), "\n".join(lines)
+    if last is None:  # nothing to train on: an empty target, so the row is flagged `empty` (not kept unflagged)
+        return "\n".join(lines), "", "\n".join(lines)
     prompt = "\n".join(lines[:last]) or None
     return prompt, rendered[last][1], "\n".join(lines)
 

@@ -55,6 +55,7 @@ from nift.distill.types import (
     Skip,
 )
 from nift.errors import ConfigError, InputError
+from nift.locks import writer_lock
 
 CHAT_OVERHEAD_TOKENS = 8  # role markers of a chat template, per message, in the context check
 PROMPT_ESTIMATE_MARGIN = 1.25  # budget reservations over-estimate prompts whose tokenizer is not at hand
@@ -231,12 +232,14 @@ class _Run:
         self.abort: BaseException | None = None
         self.batch = isinstance(backend, BatchBackend)
 
-    def finish(self, item: _Item, res: Result, persist: bool = True) -> None:
+    def finish(self, item: _Item, res: Result, persist: bool = True, attempt: int | None = None) -> None:
         res.cost_usd = cost(self.price, res.prompt_tokens, res.completion_tokens, batch=self.batch)
         res.truncated_tokens = max(res.truncated_tokens, item.truncated_tokens)
         res.id = item.ids[0]
+        self.summary.answered += 1
         if persist:
-            self.store.put(item.key, self.cfg.backend, self.cfg.model, res)
+            self.store.put(item.key, self.cfg.backend, self.cfg.model, res, attempt=attempt)
+            self.summary.stored += 1
         self.ledger.spent += res.cost_usd or 0.0
         # Usage counts requests as paid for: one per distinct request, however many ids share it.
         self.summary.usage_new.add(res)
@@ -245,6 +248,24 @@ class _Run:
             self.results[i] = replace(res, id=i)
         self.summary.new += len(item.ids)
         self.bar.update(len(item.ids), res)
+
+    def lost(self, attempt: int, max_cost: float | None, reason: str) -> None:
+        """A request sent without a usable answer: the server may have done (and billed) the work, so its upper
+        bound counts as spent, for the ledger and for the budget."""
+        self.store.lose_attempt(attempt, reason)
+        s = self.summary
+        s.lost += 1
+        s.lost_total += 1
+        if max_cost is None:
+            s.lost_unpriced += 1
+            return
+        s.lost_max_cost_usd += max_cost
+        s.lost_total_max_cost_usd += max_cost
+        self.ledger.spent += max_cost
+
+    def refused(self, attempt: int) -> None:
+        self.store.end_attempt(attempt)
+        self.summary.refused += 1
 
     def fail(self, item: _Item, err: BaseException, status: int | None = None) -> None:
         for i in item.ids:
@@ -290,28 +311,40 @@ class _Run:
 
     async def _send(self, backend: OnlineBackend, limiter: Any, item: _Item) -> None:
         tokens = item.prompt_tokens + item.max_tokens
+        max_cost = None if self.price is None else _worst_cost(self.price, item, backend.exact_tokens, False)
         while True:
             await limiter.acquire(tokens)
             item.attempts += 1
+            attempt = self.store.begin_attempt(item.key, max_cost)  # on disk before the request leaves
+            self.summary.sent += 1
             try:
                 # The SDK enforces timeout_s; this outer bound catches a stall the SDK does not see.
                 res = await asyncio.wait_for(backend.acall(item.payload), self.cfg.timeout_s * 1.5 + 1)
             except (asyncio.TimeoutError, RetryableError) as e:
                 err = e if isinstance(e, RetryableError) else RetryableError("timeout")
             except RequestFailed as e:
+                self.refused(attempt)
                 self.fail(item, e, e.status)
                 return
             except BackendAbort as e:
+                self.refused(attempt)
                 self.abort = e
                 self.fail(item, e)
                 return
             else:
-                self.finish(item, res)
+                self.finish(item, res, attempt=attempt)
                 return
             reason = f"HTTP {err.status}" if err.status else str(err).split(":")[0]
+            if err.status == 429:  # turned away before any work
+                self.refused(attempt)
+            else:
+                self.lost(attempt, max_cost, reason)
             self.summary.retry_reasons[reason] = self.summary.retry_reasons.get(reason, 0) + 1
             if item.attempts > self.cfg.max_retries:
                 self.fail(item, RetryableError(f"gave up after {item.attempts} attempts: {err}"), err.status)
+                return
+            if self.ledger.budget is not None and self.ledger.spent + self.ledger.reserved > self.ledger.budget + 1e-12:
+                self.stop = "budget"  # what was lost used up the room for this retry: the request stays unsent
                 return
             self.summary.retries += 1
             delay = self.retry_delay(item.attempts, err)
@@ -337,6 +370,7 @@ class _Run:
         # way each chunk is committed the moment it returns, and only here.
         for index, outs in backend.generate_chunks([[it.payload for it in c] for c in chunks]):
             chunk = chunks[index]
+            self.summary.sent += len(chunk)
             if isinstance(outs, BaseException):
                 for it in chunk:
                     it.attempts += 1
@@ -347,6 +381,7 @@ class _Run:
                 self.finish(it, res, persist=False)
                 rows.append((it.key, self.cfg.backend, self.cfg.model, self.results[it.ids[0]]))
             self.store.put_many(rows)
+            self.summary.stored += len(rows)
 
     # ------------------------------------------------------------------------------------------- batch
 
@@ -388,6 +423,7 @@ class _Run:
             keys = [it.key for it in chunk]
             self.store.batch_intent(local_id, self.cfg.backend, self.cfg.model, keys, {"requests": len(keys)})
             batch_id = backend.submit(local_id, [(it.key, it.payload) for it in chunk])
+            self.summary.sent += len(chunk)
             self.store.batch_update(local_id, batch_id=batch_id, state="submitted")
             self.log(f"[{self.cfg.backend}] submitted batch {batch_id} ({len(chunk)} requests)")
             watching.append({"local_id": local_id, "batch_id": batch_id, "keys": keys})
@@ -454,6 +490,7 @@ class _Run:
                 item.attempts += 1
                 self.fail(item, out, getattr(out, "status", None))
         self.store.put_many(rows)
+        self.summary.stored += len(rows)
         for key in b["keys"]:
             if key not in seen and key in by_key:
                 self.fail(by_key[key], RequestFailed(f"batch {b['batch_id']} ended without a result for it"))
@@ -497,9 +534,17 @@ def run_requests(
     cached, sent, skipped (empty, too long), failed (after retries, or a non-retryable 4xx) and whether the budget
     stopped the run (`summary.stopped == "budget"`), with the cost ledger (`summary.ledger()`). Raises
     `BackendAbort` (a `NiftError`) when every request would fail (bad key, unknown model), after storing what had
-    arrived. `backend` may be passed to reuse a loaded one (e.g. an hf model)."""
+    arrived. `backend` may be passed to reuse a loaded one (e.g. an hf model).
+
+    The store is locked for the call, before any backend is made or model loaded: one writer per store, also when
+    several run dirs share it (--cache); a second would send and pay for the same requests."""
+    with writer_lock(store_path, "the request store", directory=False, log=log):
+        return _run_requests(cfg, list(requests), store_path, budget_usd, progress, log, backend, desc)
+
+
+def _run_requests(cfg: BackendConfig, reqs: list[Request], store_path: str | Path, budget_usd: float | None,
+                  progress: bool, log: Callable[[str], Any], backend: Backend | None, desc: str | None) -> Results:
     t0 = time.perf_counter()
-    reqs = list(requests)
     backend = _backend_for(cfg, backend, log)
     price = price_for(cfg)
     _check_price(cfg, price, budget_usd, log)
@@ -508,7 +553,11 @@ def run_requests(
     results.summary = summary
     id_key, items = _prepare(backend, cfg, reqs, summary)
     with Store(store_path) as store:
+        if recovered := store.recover_in_flight():
+            log(f"[store] {recovered} request(s) were on the wire when an earlier run stopped: counted as lost in "
+                "transit (the server may have billed them)")
         stored = store.get_many(list(items))
+        summary.lost_total, summary.lost_total_max_cost_usd, summary.lost_unpriced = store.lost_for(list(items))
         for key, res in stored.items():
             summary.usage_total.add(res)
             for i in items[key].ids:
@@ -520,7 +569,8 @@ def run_requests(
         bar = _Progress(len(id_key), summary.cached, progress and bool(pending),
                         desc or f"{cfg.backend}:{cfg.model}")
         run = _Run(cfg, backend, store, price, budget_usd, summary, results, bar, log)
-        run.ledger.spent = summary.usage_total.cost_usd
+        # The budget counts what may have been billed: stored answers and the upper bound of every lost request.
+        run.ledger.spent = summary.usage_total.cost_usd + summary.lost_total_max_cost_usd
         try:
             if pending:
                 if isinstance(backend, OnlineBackend):

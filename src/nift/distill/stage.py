@@ -108,8 +108,10 @@ def run(cfg: DistillConfig, run_dir: str | Path, force: bool = False, log=print)
             ctx.stats["ray"] = backend.stats
         s = results.summary
         if s.stopped == "budget":
+            lost = (f" + at most ${s.lost_total_max_cost_usd:.4f} for {s.lost_total} request(s) lost in transit"
+                    if s.lost_total else "")
             raise BudgetReached(
-                f"budget reached: ${s.usage_total.cost_usd:.4f} spent of --budget-usd {cfg.budget_usd} with "
+                f"budget reached: ${s.usage_total.cost_usd:.4f} spent{lost} of --budget-usd {cfg.budget_usd} with "
                 f"{len(results)} of {len(rows)} prompts done (all stored in {store_path}); the next request could "
                 "have crossed the cap. Raise --budget-usd and run the same command to continue.")
         if s.failed and cfg.on_failure == "error":
@@ -167,7 +169,18 @@ def format_summary(manifest: dict[str, Any], path: Path) -> str:
             f"{st['cached']} from the store, skipped {st['skipped'] or 'none'}, {st['failed']} failed, "
             f"{st['truncated']} truncated; finish {st['finish_reason']}; tokens in/out "
             f"{tot.get('prompt_tokens', 0):,}/{tot.get('completion_tokens', 0):,}; cost {usd}; "
-            f"{st['retries']} retries; {st['wall_s']:.1f}s")
+            f"{st['retries']} retries; {st['wall_s']:.1f}s" + _lost_line(c))
+
+
+def _lost_line(cost: dict[str, Any]) -> str:
+    """What went over the wire, when something was lost on the way: the part of the bill no answer shows."""
+    req, lost = cost.get("requests_this_run", {}), cost.get("lost_in_transit", {})
+    if not lost.get("requests"):
+        return ""
+    return (f"\n[distill] requests sent {req.get('sent', 0)}, answered {req.get('answered', 0)}, stored "
+            f"{req.get('stored', 0)}, refused {req.get('refused', 0)}, lost in transit {req.get('lost_in_transit', 0)}"
+            f" this run; {lost['requests']} lost in all, possibly billed up to ${lost['max_cost_usd']:.4f} "
+            f"(the bill is at most ${cost.get('max_billed_usd', 0):.4f})")
 
 
 def format_estimate(est: dict[str, Any], budget: float | None) -> str:

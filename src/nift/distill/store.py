@@ -20,6 +20,7 @@ from typing import Any
 from nift.config import hash_obj
 from nift.distill.types import Result
 from nift.errors import InputError
+from nift.locks import writer_lock
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -39,6 +40,22 @@ CREATE TABLE IF NOT EXISTS batches (
     info TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
+);
+-- Requests on the wire: written before a request leaves, removed when its answer is stored or the server refused
+-- it. A row left behind by a process that died (kill -9, Ctrl-C, a crash) is work the server may have done and
+-- billed: the next run (which holds the store's lock, so that process is gone) moves it to `lost`.
+CREATE TABLE IF NOT EXISTS in_flight (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    max_cost_usd REAL             -- prompt tokens + max_tokens at the price; NULL when the model has no price
+);
+CREATE TABLE IF NOT EXISTS lost (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    max_cost_usd REAL,
+    reason TEXT NOT NULL
 );
 """
 
@@ -82,12 +99,75 @@ class Store:
                     out[key] = Result.from_json(json.loads(blob), cached=True)
         return out
 
-    def put(self, key: str, backend: str, model: str, result: Result) -> None:
-        """Store one result durably; returns once it is on disk."""
+    def put(self, key: str, backend: str, model: str, result: Result, attempt: int | None = None) -> None:
+        """Store one result durably (and settle the attempt that brought it); returns once it is on disk."""
         blob = json.dumps(result.to_json(), ensure_ascii=False)
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO results (key, backend, model, result, created_at) "
-                             "VALUES (?, ?, ?, ?, ?)", (key, backend, model, blob, time.time()))
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO results (key, backend, model, result, created_at) "
+                                 "VALUES (?, ?, ?, ?, ?)", (key, backend, model, blob, time.time()))
+                if attempt is not None:
+                    self._db.execute("DELETE FROM in_flight WHERE id = ?", (attempt,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # -------------------------------------------------------------------------------------- requests in transit
+
+    def begin_attempt(self, key: str, max_cost_usd: float | None) -> int:
+        """Record a request about to leave (durably, before it does); returns the attempt's id."""
+        with self._lock:
+            return self._db.execute("INSERT INTO in_flight (key, sent_at, max_cost_usd) VALUES (?, ?, ?)",
+                                    (key, time.time(), max_cost_usd)).lastrowid
+
+    def end_attempt(self, attempt: int) -> None:
+        """The server refused the request (429, a 4xx): no work done, nothing to count."""
+        with self._lock:
+            self._db.execute("DELETE FROM in_flight WHERE id = ?", (attempt,))
+
+    def lose_attempt(self, attempt: int, reason: str) -> None:
+        """No usable answer came back (timeout, dropped connection, garbled reply, 5xx): possibly paid."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute("INSERT INTO lost (id, key, sent_at, max_cost_usd, reason) SELECT id, key, "
+                                 "sent_at, max_cost_usd, ? FROM in_flight WHERE id = ?", (reason, attempt))
+                self._db.execute("DELETE FROM in_flight WHERE id = ?", (attempt,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def recover_in_flight(self) -> int:
+        """Move the requests an earlier process left on the wire to `lost`; call only while holding the store's
+        lock (then that process is gone). Returns how many."""
+        reason = "in flight when an earlier process stopped"
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                n = self._db.execute("INSERT INTO lost (id, key, sent_at, max_cost_usd, reason) SELECT id, key, "
+                                     "sent_at, max_cost_usd, ? FROM in_flight", (reason,)).rowcount
+                self._db.execute("DELETE FROM in_flight")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return n
+
+    def lost_for(self, keys: list[str]) -> tuple[int, float, int]:
+        """(requests lost in transit, their most possible cost, how many of them have no price) for these keys."""
+        n, usd, unpriced = 0, 0.0, 0
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                a, b, c = self._db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(max_cost_usd), 0), SUM(max_cost_usd IS NULL) FROM lost "
+                    f"WHERE key IN ({marks})", chunk).fetchone()
+                n, usd, unpriced = n + a, usd + b, unpriced + (c or 0)
+        return n, usd, unpriced
 
     def put_many(self, rows: list[tuple[str, str, str, Result]]) -> None:
         """Store several results in one transaction (batch downloads)."""
@@ -169,7 +249,7 @@ def merge_stores(target: str | Path, sources: list[str | Path]) -> list[dict[str
     stores of machines that distilled different shards become one. Returns per source what was added."""
     target = Path(target)
     report = []
-    with Store(target) as store:
+    with writer_lock(target, "the request store", directory=False), Store(target) as store:
         for src in map(Path, sources):
             _check_store(src)
             if src.resolve() == target.resolve():

@@ -159,6 +159,20 @@ class RunSummary:
     price: dict[str, Any] | None = None
     wall_s: float = 0.0
     batches: list[dict[str, Any]] = field(default_factory=list)
+    # What went over the wire in this call, request by request (retries included): sent = answered + refused +
+    # lost; answered results are stored unless the store failed. "Lost in transit": sent, but no usable answer came
+    # back (timeout, dropped connection, garbled reply, 5xx) — the server may have done the work and billed it, up
+    # to the prompt's tokens plus max_tokens at the price (lost_max_cost_usd).
+    sent: int = 0
+    answered: int = 0
+    stored: int = 0
+    refused: int = 0
+    lost: int = 0
+    lost_max_cost_usd: float = 0.0
+    # Lost in transit over every run of this request set (also requests in flight when an earlier process died).
+    lost_total: int = 0
+    lost_total_max_cost_usd: float = 0.0
+    lost_unpriced: int = 0
 
     def ledger(self) -> dict[str, Any]:
         """The cost ledger that goes into a manifest."""
@@ -168,4 +182,13 @@ class RunSummary:
                     "cost_unknown_requests": x.cost_unknown}
         return {"price_per_million": self.price, "total": u(self.usage_total), "this_run": u(self.usage_new),
                 "cached_ids": self.cached, "retries": self.retries, "retry_reasons": dict(self.retry_reasons),
-                "batches": self.batches}
+                "batches": self.batches,
+                "requests_this_run": {"sent": self.sent, "answered": self.answered, "stored": self.stored,
+                                      "refused": self.refused, "lost_in_transit": self.lost,
+                                      "lost_max_cost_usd": round(self.lost_max_cost_usd, 9)},
+                "lost_in_transit": {"requests": self.lost_total,
+                                    "max_cost_usd": round(self.lost_total_max_cost_usd, 9),
+                                    "cost_unknown_requests": self.lost_unpriced},
+                # The most the provider can have billed for this request set: stored answers at their price plus
+                # every lost request at its upper bound. --budget-usd caps this figure.
+                "max_billed_usd": round(self.usage_total.cost_usd + self.lost_total_max_cost_usd, 9)}

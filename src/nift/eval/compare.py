@@ -12,11 +12,12 @@ fits the metric: McNemar for pass/fail metrics, Wilcoxon signed-rank for scores.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from nift.artifacts import read_jsonl, write_json
+from nift.artifacts import MANIFEST, read_jsonl, write_json
 from nift.errors import InputError
 from nift.eval import stats
 
@@ -24,34 +25,51 @@ PER_ITEM = "per_item.jsonl"
 RESULTS = "results.json"
 
 
-def _load(folder: Path) -> tuple[dict[str, dict[str, float]], dict[str, str], dict[str, str], dict[str, Any]]:
+def _load(folder: Path) -> tuple[dict[str, dict[str, float]], dict[str, str], dict[str, str], dict[str, Any],
+                                 list[str]]:
+    """(values by metric and unit, kinds, better, results.json, warnings) of one finished eval folder.
+
+    A value that is not a finite number (NaN, inf) is left out as missing and counted in a warning: NaN in a
+    pass/fail column used to count as a pass."""
     path = folder / PER_ITEM
     if not path.is_file():
         hint = " (it is a run directory: give run_dir/eval/<name>)" if (folder / "eval").is_dir() else ""
         raise InputError(f"{folder} is not a finished `nift eval` folder: {PER_ITEM} is missing{hint}")
+    if not (folder / MANIFEST).is_file():
+        raise InputError(f"{folder} is not a finished `nift eval` folder: it has no {MANIFEST}, so the eval was "
+                         f"interrupted (or is still running) and {PER_ITEM} may hold only part of the items; run "
+                         "`nift eval` again (it resumes) and compare when it has finished")
     values: dict[str, dict[str, float]] = defaultdict(dict)
     kinds: dict[str, str] = {}
     better: dict[str, str] = {}
+    nonfinite: dict[str, list[int]] = defaultdict(list)
     for i, row in enumerate(read_jsonl(path), start=1):
         try:
-            values[row["metric"]][str(row["unit"])] = float(row["value"])
+            value = float(row["value"])
             kinds[row["metric"]] = row["kind"]
             better[row["metric"]] = row.get("better", "+")
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{path}:{i}: expected metric, unit, value and kind") from None
+        if not math.isfinite(value):
+            nonfinite[row["metric"]].append(i)
+            continue
+        values[row["metric"]][str(row["unit"])] = value
+    warnings = [f"{path}: {len(lines)} value(s) of {metric} are not finite numbers (line {lines[0]}"
+                f"{', ...' if len(lines) > 1 else ''}); left out as missing"
+                for metric, lines in sorted(nonfinite.items())]
     results = {}
     if (folder / RESULTS).is_file():
         results = json.loads((folder / RESULTS).read_text(encoding="utf-8"))
-    return values, kinds, better, results
+    return values, kinds, better, results, warnings
 
 
 def compare(a: str | Path, b: str | Path, out: str | Path | None = None, n_boot: int = 2000, seed: int = 0,
             log=print) -> dict[str, Any]:
     a, b = Path(a), Path(b)
-    va, ka, better, ra = _load(a)
-    vb, _kb, _, rb = _load(b)
+    va, ka, better, ra, wa = _load(a)
+    vb, _kb, _, rb, wb = _load(b)
     out = Path(out) if out else a.parent / f"compare-{a.name}-vs-{b.name}"
-    warnings = _check_comparable(ra, rb)
+    warnings = wa + wb + _check_comparable(ra, rb)
     rows = []
     for metric in sorted(set(va) & set(vb)):
         units = sorted(set(va[metric]) & set(vb[metric]))

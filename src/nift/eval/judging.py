@@ -12,13 +12,21 @@ JUDGE_MAX_TOKENS = {"mt_bench": mt_bench.JUDGE_MAX_TOKENS, "arena_hard": arena_h
                     "alpaca_eval": alpaca_eval.JUDGE_MAX_TOKENS}
 
 
+def judge_max_tokens(cfg: Any, bench: str) -> int:
+    """The answer limit the judge is sent for `bench`: --judge-max-tokens (or --judge.max-tokens), else the
+    benchmark's official one; AlpacaEval's judge always answers with one token (its log-probabilities score)."""
+    if bench == "alpaca_eval":
+        return JUDGE_MAX_TOKENS[bench]
+    return cfg.judge_max_tokens or JUDGE_MAX_TOKENS[bench]
+
+
 def item_row(metric: str, unit: str, value: float | bool, kind: str, better: str = "+") -> dict[str, Any]:
     return {"metric": metric, "unit": unit, "value": float(value), "kind": kind, "better": better}
 
 
 def judge_mt_bench(items, answers, d, judge: Judge, cfg) -> tuple[dict, list[dict], list[dict]]:
     agg_rows, judgments, outcomes = mt_bench_run.judge(
-        answers, items, d, judge, cfg.judge_max_tokens or JUDGE_MAX_TOKENS["mt_bench"], cfg.mt_bench_runs,
+        answers, items, d, judge, judge_max_tokens(cfg, "mt_bench"), cfg.mt_bench_runs,
         cfg.judge_repeats)
     res = mt_bench.aggregate(agg_rows, n_boot=cfg.n_boot, seed=cfg.seed)
     res.update(generation_runs=cfg.mt_bench_runs, judge_repeats=cfg.judge_repeats,
@@ -49,7 +57,7 @@ def judge_arena_hard(items, answers, d, judge: Judge, cfg) -> tuple[dict, list[d
             tid = f"arena_hard:{it['id']}:game{game}"
             tasks.append(JudgeTask(tid, msgs, follow_up=arena_hard.FOLLOW_UP, **task_rules))
             meta[tid] = (it, game, base["model"])
-    outcomes = judge.judge(tasks, cfg.judge_max_tokens or JUDGE_MAX_TOKENS["arena_hard"], "judge arena_hard")
+    outcomes = judge.judge(tasks, judge_max_tokens(cfg, "arena_hard"), "judge arena_hard")
     judgments, agg_rows = [], []
     for tid, o in outcomes.items():
         it, game, baseline_model = meta[tid]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nift.artifacts import StageContext, read_manifest, run_stage, sha256_file, write_json, write_jsonl
+from nift.config import scrub
 from nift.errors import ConfigError
 from nift.eval import alpaca_eval, arena_hard, data, ifeval, judging, mt_bench, mt_bench_run, signals
 from nift.eval.generation import Generator, GenSettings
@@ -168,7 +169,9 @@ def _evaluate(ctx: StageContext, cfg: Any, name: str, target: Target, bench_data
         if any(b in cfg.benchmarks for b in JUDGED):
             judge = Judge(cfg.judge, cache / "judgments.sqlite", progress=cfg.progress, log=log,
                           budget_usd=cfg.judge_budget_usd)
-            results["judge"] = judge.describe()
+            # the answer limits really sent, per benchmark (the judge config's own max_tokens is not sent as such)
+            results["judge"] = {**judge.describe(), "max_tokens": {
+                b: judging.judge_max_tokens(cfg, b) for b in cfg.benchmarks if b in JUDGED}}
         for bench in cfg.benchmarks:
             d = bench_data[bench]
             settings = GenSettings(template, cfg.max_new_tokens or OFFICIAL_MAX_NEW_TOKENS[bench], system)
@@ -231,7 +234,7 @@ def _evaluate(ctx: StageContext, cfg: Any, name: str, target: Target, bench_data
     ctx.cost.update({k: v for k, v in results["usage"].items() if v})
     write_jsonl(ctx.path("per_item.jsonl"), per_item)
     write_json(ctx.path("results.json"), results)
-    ctx.path("report.md").write_text(format_summary(results) + "\n", encoding="utf-8")
+    ctx.path("report.md").write_text(scrub(format_summary(results)) + "\n", encoding="utf-8")
     ctx.stats.update({"target": results["target"], "template": results.get("template"),
                       "scores": headline(results), "signals": results["signals"].get("all", {})})
 

@@ -6,6 +6,7 @@ Every difference is collected and listed in one error; nothing is refused on the
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ def check_adapter(adapter: Adapter, target: Checkpoint) -> list[str]:
             elif target.tensors[bias].shape != tuple(mod.bias.shape):
                 errors.append(f"adapter module {mod.name}: bias {list(mod.bias.shape)} vs target "
                               f"{list(target.tensors[bias].shape)}")
+    errors += check_target_modules(adapter, target)
     for name, tensor in adapter.full.items():
         info = target.tensors.get(name)
         if info is None:
@@ -124,6 +126,36 @@ def check_adapter(adapter: Adapter, target: Checkpoint) -> list[str]:
         elif info.shape != tuple(tensor.shape):
             errors.append(f"adapter tensor {name} (modules_to_save): {list(tensor.shape)} vs target "
                           f"{list(info.shape)}")
+    return errors
+
+
+def _peft_match(key: str | list[str], name: str) -> bool:
+    """PEFT's rule: a string is a regular expression the whole module name must match; a list holds names that
+    match the module's name or its last dotted parts."""
+    if isinstance(key, str):
+        return re.fullmatch(key, name) is not None
+    return any(name == k or name.endswith("." + k) for k in key)
+
+
+def check_target_modules(adapter: Adapter, target: Checkpoint) -> list[str]:
+    """adapter_config.json's target_modules must name modules the target has, and cover every module the adapter
+    holds weights for: PEFT (and --verify) loads the adapter by that list, while the merge goes by the weights, so a
+    module that is not there (an edited config) would otherwise merge silently with --verify off."""
+    tm = adapter.config.get("target_modules")
+    if not tm or tm == "all-linear" or not isinstance(tm, (str, list)):
+        return []
+    where = f"{adapter.folder / 'adapter_config.json'}: target_modules"
+    modules = {n.rsplit(".", 1)[0] for n in target.tensors if "." in n}
+    if target.config.get("tie_word_embeddings"):
+        modules.add("lm_head")  # a real module that shares the embeddings' tensor
+    errors = []
+    for key in [tm] if isinstance(tm, str) else tm:
+        if not any(_peft_match([key] if isinstance(tm, list) else key, m) for m in modules):
+            errors.append(f"{where} names {key!r}, but {target.label} has no module of that name")
+    for mod in adapter.modules.values():
+        if not _peft_match(tm, mod.name):
+            errors.append(f"adapter module {mod.name}: has LoRA weights but is not in {where} ({_fmt(tm)}), so PEFT "
+                          "would not load them")
     return errors
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from nift import __version__
 from nift.artifacts import StageContext, StageResult, atomic_open, run_stage
-from nift.config import ReportConfig
+from nift.config import ReportConfig, scrub
 from nift.errors import InputError
 from nift.report import document, results, sections
 from nift.report.rundir import RunDir
@@ -53,10 +53,11 @@ def write(doc: document.Document, out_dir: Path) -> None:
     for fig in document.figures(doc):
         with atomic_open(out_dir / fig.name, "wb") as f:
             f.write(fig.png)
+    # The report is the file meant to be mailed: no credential reaches it, whichever part of the run it came from.
     with atomic_open(out_dir / MARKDOWN) as f:
-        f.write(document.to_markdown(doc))
+        f.write(scrub(document.to_markdown(doc)))
     with atomic_open(out_dir / HTML) as f:  # last among the outputs: the page people open
-        f.write(document.to_html(doc))
+        f.write(scrub(document.to_html(doc)))
 
 
 def run(cfg: ReportConfig, run_dir: str | Path, force: bool = False, log: Callable[[str], Any] = print

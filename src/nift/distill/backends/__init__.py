@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from nift.config import BackendConfig
+from nift.config import BackendConfig, register_secret
 from nift.distill.types import Request, RequestFailed, Result
 from nift.errors import ConfigError, did_you_mean
 
@@ -127,6 +127,7 @@ class Backend:
         if not key:
             raise ConfigError(f"the {self.cfg.backend} backend needs an API key in the environment variable {env} "
                               f"(it is not set): export {env}=... or name another variable with teacher.api_key_env")
+        register_secret(key)  # never written anywhere: manifests, results and reports are scrubbed of it
         return key
 
 
