@@ -22,6 +22,15 @@ class InputError(NiftError):
     """An input file is missing, malformed or unusable."""
 
 
+class BadRow(InputError):
+    """One row of an input is unusable; the message names file and line, `reason` is what `--on-bad-row skip`
+    counts it under."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Registry lookups answer an unknown name with the closest matches and the full list (lm-eval style)."""
     choices = sorted(choices)
