@@ -63,8 +63,12 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
-        f.close()
-        tmp.unlink(missing_ok=True)
+        # Closing flushes the buffer, which fails again on a full disk (ENOSPC): the temp file must go regardless,
+        # or it stays behind and the re-run meets the same full disk.
+        with contextlib.suppress(OSError):
+            f.close()
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
 
 
