@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import nift_cmd, nift_env
 from helpers.faultproxy import FaultProxy
+from helpers.processes import nift_cmd, nift_env
 
 from nift.locks import LockHeld, lock_paths, writer_lock
 
