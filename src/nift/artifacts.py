@@ -16,7 +16,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from typing import IO, Any
 
 from nift import __version__
 from nift.config import StageConfig, redact, scrub_values
+from nift.errors import BadRow
 from nift.locks import is_lock_file, writer_lock
 
 MANIFEST = "manifest.json"
@@ -60,8 +63,12 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
-        f.close()
-        tmp.unlink(missing_ok=True)
+        # Closing flushes the buffer, which fails again on a full disk (ENOSPC): the temp file must go regardless,
+        # or it stays behind and the re-run meets the same full disk.
+        with contextlib.suppress(OSError):
+            f.close()
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
 
 
@@ -84,12 +91,45 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def parse_json_line(raw: bytes | str, where: str) -> Any:
+    """One JSON value from a line of a JSONL file (or a whole .json file); a `BadRow` naming `where` (file:line)
+    for what cannot be read, never a bare traceback: bytes that are not UTF-8, malformed JSON, nesting too deep for
+    the parser (RecursionError), an integer too long to convert (Python's 4,300-digit limit), and a lone surrogate
+    escape (\\ud800: valid JSON, but not text that can be written or sent as UTF-8)."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadRow("non_utf8", f"{where}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})"
+                         ) from None
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise BadRow("malformed_json", f"{where}: malformed JSON at column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise BadRow("too_deep", f"{where}: JSON nested too deeply to read") from None
+    except ValueError as e:  # int('1' * 5000): the interpreter's limit on digits (CVE-2020-10735)
+        digits = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+        what = f"a number longer than {digits} digits" if "digits" in str(e) else str(e)
+        raise BadRow("bad_number", f"{where}: {what}") from None
+    if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):  # a valid pair becomes one character; a lone half stays
+        m = _SURROGATE.search(json.dumps(obj, ensure_ascii=False))
+        if m:
+            raise BadRow("not_unicode", f"{where}: a lone surrogate {m.group()!r} in a string: not valid Unicode "
+                         "text (often scraped text cut inside an escaped emoji)")
+    return obj
+
+
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file that nift wrote (trusted; user inputs go through `nift.io` with error reporting)."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
+    """Rows of a JSONL file that nift wrote; a damaged line is an `InputError` naming file and line."""
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
             if line.strip():
-                yield json.loads(line)
+                yield parse_json_line(line, f"{path}:{lineno}")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

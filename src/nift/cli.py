@@ -403,6 +403,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nnift: interrupted; run the same command again to resume where it stopped", file=sys.stderr)
         return 130
+    except Exception as e:
+        from nift.errors import environment_error
+
+        err = environment_error(e)  # a full or read-only disk: one line, not a traceback
+        if err is None:
+            raise
+        print(f"nift: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

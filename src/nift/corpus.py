@@ -9,7 +9,6 @@ sampler keeps only locations, not texts, for seekable sources.
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -17,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from nift.errors import InputError
+from nift.artifacts import parse_json_line
+from nift.errors import BadRow, InputError
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".txt": "txt"}
 
@@ -96,12 +96,6 @@ def expand_inputs(inputs: list[str], log=print) -> list[Source]:
     return out
 
 
-class BadRow(Exception):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
 def _decode(raw: bytes, where: str) -> str:
     try:
         return raw.decode("utf-8")
@@ -110,13 +104,11 @@ def _decode(raw: bytes, where: str) -> str:
 
 
 def _jsonl_text(raw: bytes, where: str, text_field: str) -> str:
-    line = _decode(raw, where)
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise BadRow("malformed_json", f"{where}: malformed JSON at column {e.colno}: {e.msg}") from None
+    obj = parse_json_line(raw, where)
     if not isinstance(obj, dict):
         raise BadRow("not_an_object", f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if obj.get(text_field, 0) is None:
+        raise BadRow("null_field", f"{where}: field {text_field!r} is null")
     if text_field not in obj:
         fields = ", ".join(list(obj)[:10]) or "none"
         raise BadRow("missing_field", f"{where}: no field {text_field!r} (fields: {fields}); set text_field")

@@ -435,7 +435,24 @@ def _trainer_class() -> type:
 
 def _callbacks(log_path: Path) -> list[Any]:
     """The callbacks every run gets (a seam for benchmarks that time steps)."""
-    return [_log_callback(log_path)]
+    return [_log_callback(log_path), _log_at_save_callback()]
+
+
+def _log_at_save_callback() -> Any:
+    from transformers import TrainerCallback
+
+    class LogAtSave(TrainerCallback):
+        """Log the loss at every checkpoint (the trainer logs before it saves). Without it the steps between the
+        last log and a checkpoint were summed in memory and lost at a kill, so a resumed run's train_loss (the mean
+        of the logged losses) left them out: 7.7958 resumed against 7.7311 uninterrupted, with identical adapters.
+        With it, a checkpoint's log history covers every step up to the checkpoint, and both runs log alike."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if control.should_save:  # set by transformers' DefaultFlowCallback, which runs first
+                control.should_log = True
+            return control
+
+    return LogAtSave()
 
 
 def _log_callback(path: Path) -> Any:

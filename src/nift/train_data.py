@@ -27,14 +27,14 @@ the end of its document, a file's completion) and gets EOS.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nift.errors import InputError
+from nift.artifacts import parse_json_line
+from nift.errors import BadRow, InputError
 from nift.templates import Conversation
 
 STAGE_SOURCES = ("distill", "audit")
@@ -82,30 +82,18 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
     """(where, row) for a JSONL file (one object per line) or a JSON file holding a list."""
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{path}: not valid JSON: {e}") from None
+            data = parse_json_line(path.read_bytes(), str(path))
+        except BadRow as e:
+            raise InputError(f"not valid JSON: {e}") from None
         if not isinstance(data, list):
             raise InputError(f"{path}: a .json data file must hold a list of examples")
         for i, row in enumerate(data):
             yield f"{path}[{i}]", row
         return
-    with open(path, encoding="utf-8", errors="strict") as f:
-        n = 0
-        while True:
-            n += 1
-            try:
-                line = f.readline()
-            except UnicodeDecodeError as e:
-                raise InputError(f"{path}:{n}: not UTF-8: {e}") from None
-            if not line:
-                break
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{n}", json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not valid JSON: {e.msg}") from None
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                yield f"{path}:{n}", parse_json_line(line, f"{path}:{n}")  # BadRow: an InputError naming the line
 
 
 def _field(row: Any, where: str, name: str, hint: str = "") -> Any:

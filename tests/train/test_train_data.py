@@ -63,7 +63,7 @@ def test_bad_distill_rows(run_dir, rows, needle):
 def test_prompt_completion_file_errors_name_line_and_hint_format(tmp_path, write_rows):
     f = tmp_path / "d.jsonl"
     f.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "a", "completion": \n')
-    with pytest.raises(InputError, match=r"d.jsonl:3: not valid JSON"):
+    with pytest.raises(InputError, match=r"d.jsonl:3: malformed JSON"):
         load_examples(resolve_source(str(f), tmp_path), tmp_path)
     write_rows(f, [{"instruction": "Say hi", "output": "hi"}])
     with pytest.raises(InputError, match=r"d.jsonl:1: missing field 'prompt'.*use --data-format alpaca"):

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nift.errors import InputError
+from nift.artifacts import parse_json_line
+from nift.errors import BadRow, InputError
 
 FORMATS = ("distill", "prepare", "alpaca", "text", "chat")
 _SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
@@ -47,12 +48,6 @@ class AuditRow:
     judge_doc: str = ""  # what the judge reads as the full training example
     original: dict[str, Any] = field(default_factory=dict)
     where: str = ""
-
-
-class BadRow(Exception):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -104,12 +99,7 @@ def expand(specs: list[str]) -> list[str]:
 
 
 def _parse_line(raw: bytes, where: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(raw)
-    except UnicodeDecodeError:
-        raise BadRow("non_utf8", f"{where}: not valid UTF-8") from None
-    except json.JSONDecodeError as e:
-        raise BadRow("malformed_json", f"{where}: malformed JSON at column {e.colno}: {e.msg}") from None
+    obj = parse_json_line(raw, where)
     if not isinstance(obj, dict):
         raise BadRow("not_an_object", f"{where}: expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -132,9 +122,9 @@ def iter_raw(path: str) -> Iterator[tuple[str, dict[str, Any] | BadRow]]:
             head = f.read(4096).lstrip()
         if head.startswith(b"["):
             try:
-                data = json.loads(p.read_bytes())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise InputError(f"{p}: not valid JSON: {e}") from None
+                data = parse_json_line(p.read_bytes(), str(p))
+            except BadRow as e:
+                raise InputError(f"not valid JSON: {e}") from None
             for i, obj in enumerate(data):
                 where = f"{p}[{i}]"
                 yield where, obj if isinstance(obj, dict) else BadRow(

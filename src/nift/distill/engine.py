@@ -118,6 +118,21 @@ def _main_text(req: Request) -> str:
     return req.prompt if req.prompt is not None else (req.messages or ({"content": ""},))[-1]["content"]
 
 
+def _not_unicode(req: Request) -> str | None:
+    """Why the request's text cannot be sent as UTF-8 (a lone surrogate such as \\ud800, common in scraped text
+    that went through JSON), or None."""
+    texts = [req.prompt] if req.prompt is not None else [m.get("content") for m in req.messages or ()]
+    for text in texts:
+        if not isinstance(text, str):
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return (f"the prompt is not valid Unicode: a lone surrogate {text[e.start]!r} at character {e.start}; "
+                    "it cannot be sent (fix the input; nothing was sent or retried)")
+    return None
+
+
 def _prepare(
     backend: Backend, cfg: BackendConfig, reqs: list[Request], summary: RunSummary,
 ) -> tuple[dict[str, str], dict[str, _Item]]:
@@ -131,6 +146,8 @@ def _prepare(
     for r in reqs:
         if not r.text().strip():
             summary.skipped.append(Skip(r.id, "empty", "the prompt is empty or blank"))
+        elif (bad := _not_unicode(r)) is not None:  # a local fault: no server sees it, no retry can fix it
+            summary.failed.append(Failure(r.id, bad, None, 0))
         else:
             live.append(r)
     ctx = backend.context_tokens()

@@ -11,15 +11,14 @@ failed request), the same command resumes and sends only what is not stored.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from nift.artifacts import StageContext, manifest_hash, run_stage, write_jsonl
+from nift.artifacts import StageContext, manifest_hash, parse_json_line, run_stage, write_jsonl
 from nift.config import DistillConfig
 from nift.distill.engine import estimate_requests, run_requests
 from nift.distill.types import BudgetReached, Request, RunSummary
-from nift.errors import InputError, NiftError
+from nift.errors import BadRow, InputError, NiftError
 
 OUTPUT = "data.jsonl"
 CACHE = "cache.sqlite"
@@ -32,16 +31,16 @@ def read_prompts(prep_dir: Path, limit: int | None, on_empty: str) -> tuple[list
     if not path.is_file():
         raise InputError(f"{path} is missing: run `nift prepare` first (same --run-dir)")
     rows, empty, seen = [], [], set()
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes: a non-UTF-8 byte is an error naming the line, not a bare decode error
         for lineno, line in enumerate(f, start=1):
             if limit is not None and len(rows) + len(empty) >= limit:
                 break
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: malformed JSON ({e.msg}); re-run `nift prepare`") from None
+                row = parse_json_line(line, f"{path}:{lineno}")
+            except BadRow as e:
+                raise InputError(f"{e}; re-run `nift prepare` (or fix the file)") from None
             if not isinstance(row, dict) or not isinstance(row.get("id"), str):
                 raise InputError(f"{path}:{lineno}: field 'id' is missing or not a string")
             if not isinstance(row.get("prompt"), str):

@@ -73,9 +73,17 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            if isinstance(e, sqlite3.OperationalError):  # full, read-only, locked: the environment, not the file
+                raise
+            raise InputError(
+                f"{self.path}: the request store is damaged ({e}). Move it aside and run again (its answers are "
+                f"asked for again); `sqlite3 {self.path} .recover` may save what it holds") from None
 
     def close(self) -> None:
         with self._lock:

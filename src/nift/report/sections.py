@@ -341,6 +341,27 @@ def _ledger_rows(run: RunDir) -> list[dict[str, Any]]:
     return out
 
 
+def _lost_in_transit(run: RunDir) -> tuple[list[str], Para] | None:
+    """The teacher requests sent whose answer never came back: a ledger row (an upper bound, kept out of the total,
+    which counts what the stored answers cost) and a note with the most the provider can have billed."""
+    d = run.done("distill")
+    lost = (d.cost.get("lost_in_transit") or {}) if d else {}
+    if not d or not lost.get("requests"):
+        return None
+    t = d.config.get("teacher", {})
+    bound = F.usd(lost.get("max_cost_usd"))
+    row = ["distill", "lost in transit", f"`{t.get('backend')}:{t.get('model')}`", F.count(lost["requests"]), "",
+           F.DASH, F.DASH, f"≤ {bound}", ""]
+    unpriced = lost.get("cost_unknown_requests")
+    note = Para(
+        f"{F.count(lost['requests'])} teacher request(s) were sent but no usable answer came back (a timeout, a "
+        "dropped connection, a garbled reply, a 5xx, or a process stopped while they were on the wire): the "
+        f"provider may have done and billed that work, up to {bound} (each request's prompt tokens plus max_tokens "
+        f"at the price{f'; {F.count(unpriced)} without a price are not in it' if unpriced else ''}). The teacher's "
+        f"bill is at most {F.usd(d.cost.get('max_billed_usd'))}; the total counts the stored answers only.", "note")
+    return row, note
+
+
 def cost(run: RunDir) -> Section:
     ledger = _ledger_rows(run)
     if not ledger:
@@ -352,6 +373,9 @@ def cost(run: RunDir) -> Section:
         rows.append([r["stage"], r["role"], f"`{r['model']}`", F.count(r["requests"]), F.count(r["cached"]),
                      F.count(r["prompt_tokens"]), F.count(r["completion_tokens"]), F.usd(r["cost_usd"]),
                      F.usd(r["this_run"]) if r["this_run"] is not None else F.DASH])
+    lost = _lost_in_transit(run)
+    if lost is not None:
+        rows.insert(1, lost[0])  # under distill's own row, which comes first
     total = {k: sum(r[k] or 0 for r in ledger) for k in ("requests", "prompt_tokens", "completion_tokens",
                                                           "cost_usd")}
     rows.append(["**total**", "", "", F.count(total["requests"]), "", F.count(total["prompt_tokens"]),
@@ -364,6 +388,8 @@ def cost(run: RunDir) -> Section:
               "what its last run paid. In-process models (hf, vllm) have no price: their cost is compute time (see "
               "Timings)."),
     ]
+    if lost is not None:
+        blocks.append(lost[1])
     unknown = sum(r["unknown"] or 0 for r in ledger)
     if unknown:
         blocks.append(Para(f"{F.count(unknown)} requests were made to models without a known price: their dollars "

@@ -65,6 +65,8 @@ def translate(sdk: Any, err: BaseException, backend: str, key_env: str, model: s
             return BackendAbort(f"{backend}: model {model!r} or endpoint not found (HTTP 404: {msg}); check "
                                 "teacher.model, teacher.base_url and teacher.endpoint")
         return RequestFailed(f"HTTP {status}: {msg}", status=status)
+    if isinstance(err, UnicodeEncodeError):  # our own request could not be encoded: no retry can fix it
+        return RequestFailed(f"the request cannot be sent: {err}")
     if isinstance(err, ValueError):  # a body that is not the JSON the SDK expected
         return RetryableError(f"malformed response: {err}")
     return err
