@@ -57,7 +57,7 @@ def test_volatile_fields_do_not_change_hash():
 
 
 def test_every_cli_option_has_help_with_default(capsys):
-    from nift.cli import STAGES
+    from nift.stages import STAGES
 
     for stage in STAGES:
         with pytest.raises(SystemExit):

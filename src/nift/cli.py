@@ -10,7 +10,6 @@ truth: the description and the default of every option come from the field itsel
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -23,19 +22,7 @@ from pydantic import BaseModel
 from nift import __version__
 from nift.config import STAGE_CONFIGS, StageConfig, load_config
 from nift.errors import NiftError
-
-# name -> ("module:function", one-line summary). A stage appears here only once it is built.
-STAGES: dict[str, tuple[str, str]] = {
-    "prepare": ("nift.prepare:run", "sample documents from a corpus and cut each into prompt + reference"),
-    "distill": ("nift.distill:run", "a teacher continues every prompt (resumable, cached, cost-accounted)"),
-    "audit": ("nift.audit:run", "flag instructional/conversational content, teacher failures and benchmark "
-              "contamination; write the filtered training set"),
-    "train": ("nift.train:run", "fine-tune a student (LoRA by default) on prompt -> continuation pairs"),
-    "merge": ("nift.merge:run", "merge a LoRA adapter into its base or an instruct sibling, or add a chat vector"),
-    "eval": ("nift.eval.stage:run", "evaluate a model: IFEval, MT-Bench, Arena-Hard, lm-eval, judge-free signals"),
-    "report": ("nift.report:run", "one self-contained HTML page (and Markdown) about a run: config, data, audit, "
-               "cost, loss, before/after results with CIs, example answers, timings"),
-}
+from nift.stages import STAGES
 
 _NONE_WORDS = {"none", "null"}
 
@@ -166,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"nift {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, summary) in STAGES.items():
+    for name, stage in STAGES.items():
         cls = STAGE_CONFIGS[name]
-        p = sub.add_parser(name, help=summary, description=(cls.__doc__ or summary).strip())
+        p = sub.add_parser(name, help=stage.summary, description=(cls.__doc__ or stage.summary).strip())
         _common(p)
         add_config_options(p, cls)
         p.set_defaults(handler=_run_stage, stage=name)
@@ -270,9 +257,7 @@ def _run_stage(args: argparse.Namespace) -> int:
     vals, names = collect_overrides(args, cls)
     top = {"run_dir": args.run_dir} if args.run_dir else {}
     cfg = load_config(args.config, overrides={args.stage: vals}, cli_names=names, top_overrides=top)
-    module, func = STAGES[args.stage][0].split(":")
-    runner = getattr(importlib.import_module(module), func)
-    runner(getattr(cfg, args.stage), cfg.run_dir, force=args.force)
+    STAGES[args.stage].load()(getattr(cfg, args.stage), cfg.run_dir, force=args.force)
     return 0
 
 

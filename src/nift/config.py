@@ -12,7 +12,8 @@ A YAML file may hold any or all stages:
     train:
       lr: 5.0e-5
 
-Stage config modules register themselves in `STAGE_CONFIGS`; `NiftConfig` is built from that registry.
+The stages, their names and their order are `nift.stages`; each config class names its stage (`StageConfig.stage`),
+`STAGE_CONFIGS` maps the registry's names to them and `NiftConfig` is built from that.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from nift import stages
 from nift.errors import ConfigError, did_you_mean
 
 # Keys whose values are never written anywhere (manifests, reports, logs). Configs name the *environment
@@ -945,19 +947,19 @@ class ReportConfig(StageConfig):
     seed: int = Field(0, description="Seed of those bootstrap resamples.")
 
 
-# Stage configs by name, in pipeline order. Later stages register here.
-STAGE_CONFIGS: dict[str, type[StageConfig]] = {
-    "prepare": PrepareConfig,
-    "distill": DistillConfig,
-    "audit": AuditConfig,
-    "train": TrainConfig,
-    "merge": MergeConfig,
-    "eval": EvalConfig,
-    "report": ReportConfig,
-}
+def _by_stage(*classes: type[StageConfig]) -> dict[str, type[StageConfig]]:
+    by_name = {c.stage: c for c in classes}
+    if set(by_name) != set(stages.NAMES):
+        raise RuntimeError(f"stage configs {sorted(by_name)} do not match the stage registry {list(stages.NAMES)}")
+    return {n: by_name[n] for n in stages.NAMES}
 
 
-PIPELINE_STEPS = ("prepare", "distill", "audit", "train", "merge", "eval", "report")
+# Stage configs by name, in the registry's (pipeline) order.
+STAGE_CONFIGS: dict[str, type[StageConfig]] = _by_stage(
+    PrepareConfig, DistillConfig, AuditConfig, TrainConfig, MergeConfig, EvalConfig, ReportConfig)
+
+PIPELINE_STEPS = stages.NAMES
+StageName = Literal[stages.NAMES]  # type: ignore[valid-type]  # one Literal member per registered stage
 
 
 class PipelineConfig(BaseModel):
@@ -965,7 +967,7 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    stages: list[Literal["prepare", "distill", "audit", "train", "merge", "eval", "report"]] = Field(
+    stages: list[StageName] = Field(
         default_factory=lambda: list(PIPELINE_STEPS),
         description="Steps of `nift run`, always taken in pipeline order; leave one out to skip it (e.g. no audit).",
     )

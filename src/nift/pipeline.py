@@ -14,20 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nift.config import PIPELINE_STEPS
+from nift import stages
 from nift.errors import ConfigError, did_you_mean
 
 # The pipeline's steps in order; `--from` / `--until` name these.
-ORDER = PIPELINE_STEPS
-
-
-def _stage_runner(name: str):
-    from importlib import import_module
-
-    from nift.cli import STAGES
-
-    module, func = STAGES[name][0].split(":")
-    return getattr(import_module(module), func)
+ORDER = stages.NAMES
 
 
 def _eval_cfg(cfg: Any, model: str, name: str) -> Any:
@@ -90,24 +81,19 @@ def run(cfg: Any, start: str | None = None, until: str | None = None, force: boo
                         "seconds": round(time.perf_counter() - t0, 1)})
         return res
 
-    from nift.cli import STAGES
-
-    missing = [s for s in steps if s not in STAGES]
-    if missing:
-        raise ConfigError(f"this nift has no {', '.join(missing)} stage: leave it out of pipeline.stages")
     for s in steps:
         if s == "eval":
             # Before and after are asked the same way, in a conversation as the paper did (Table 1 "Template"), not
             # with the training template: `auto` resolves to the student's conversation template, for both.
             if cfg.pipeline.eval_before:
-                step("eval before", _stage_runner("eval"), _eval_cfg(cfg, cfg.train.model, "before"))
+                step("eval before", stages.runner("eval"), _eval_cfg(cfg, cfg.train.model, "before"))
             if cfg.pipeline.eval_after:
-                step("eval after", _stage_runner("eval"), _eval_cfg(cfg, after_model(run_dir, configured), "after"))
+                step("eval after", stages.runner("eval"), _eval_cfg(cfg, after_model(run_dir, configured), "after"))
             if cfg.pipeline.eval_before and cfg.pipeline.eval_after:
                 t0 = time.perf_counter()
                 status = compare_before_after(run_dir, cfg.eval.n_boot, cfg.eval.seed, force)
                 summary.append({"step": "compare", "status": status, "seconds": round(time.perf_counter() - t0, 1)})
             continue
-        step(s, _stage_runner(s), getattr(cfg, s))
+        step(s, stages.runner(s), getattr(cfg, s))
     log("[run] done:\n" + "\n".join(f"  {r['step']:12} {r['status']:8} {r['seconds']:8.1f} s" for r in summary))
     return summary

@@ -124,6 +124,8 @@ def test_python_hash_matches_the_vectorised_one():
 
 
 class _FakeDist:
+    version = "0.0-test"
+
     def __init__(self, files):
         self.files = files
 
@@ -134,9 +136,9 @@ class _FakeDist:
 def test_benchmarks_from_an_installed_package_copy_are_checked(monkeypatch, shared_data, tmp_path):
     import importlib.metadata
 
-    from nift.audit import benchmarks
+    from nift.benchmarks import benchmark
 
-    member = benchmarks.SOURCES["ifeval"].package[1]
+    member = benchmark("ifeval").package.files["questions"][0]
     monkeypatch.setattr(importlib.metadata, "distribution",
                         lambda name: _FakeDist({member: str(shared_data / "ifeval" / "input_data.jsonl")}))
     prompts, info = load_benchmarks(["ifeval"], None, log=lambda m: None)
@@ -149,9 +151,12 @@ def test_benchmarks_from_an_installed_package_copy_are_checked(monkeypatch, shar
 
 
 def test_no_source_offline_is_a_clear_error(monkeypatch):
-    from nift.audit import benchmarks
+    import importlib.metadata
 
-    monkeypatch.setattr(benchmarks, "_package_file", lambda src: None)  # no data package installed
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     logs: list[str] = []

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from nift.cli import STAGES, main
+from nift.cli import main
+from nift.stages import STAGES
 
 EXPECTED = {
     "prepare": {"data.jsonl", "manifest.json"},

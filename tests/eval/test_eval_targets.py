@@ -44,6 +44,13 @@ def test_train_folder_problems_are_named(tmp_path: Path):
     (train / "adapter" / "weights.bin").write_bytes(b"x")
     with pytest.raises(InputError, match=r"adapter_config\.json is missing"):
         resolve_target(str(train))
+    # the merge streams safetensors: an adapter trained on a .gguf file is refused with what to do, before any work
+    (train / "adapter" / "adapter_config.json").write_text("{}")
+    gguf = tmp_path / "base.gguf"
+    gguf.write_bytes(b"GGUF")
+    (train / "nift_train.json").write_text(json.dumps({"base_model": str(gguf), "base_model_path": str(gguf)}))
+    with pytest.raises(InputError, match=r"a \.gguf file; the merge streams safetensors checkpoints: convert"):
+        resolve_target(str(train))
 
 
 @pytest.mark.gpu

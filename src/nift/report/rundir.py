@@ -14,9 +14,10 @@ from typing import Any
 
 from nift.artifacts import MANIFEST, sha256_file
 from nift.errors import InputError
+from nift.stages import NAMES
 
 # The pipeline's stages in order, with the command that makes each (for "missing" notes).
-PIPELINE = ("prepare", "distill", "audit", "train", "merge", "eval")
+PIPELINE = tuple(n for n in NAMES if n != "report")  # the stages a report reads
 COMMANDS = {
     "prepare": "nift prepare --run-dir {run}",
     "distill": "nift distill --run-dir {run}",
