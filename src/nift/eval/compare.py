@@ -11,13 +11,12 @@ fits the metric: McNemar for pass/fail metrics, Wilcoxon signed-rank for scores.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from nift.artifacts import MANIFEST, read_jsonl, write_json
+from nift.artifacts import MANIFEST, read_json, read_jsonl, write_json
 from nift.errors import InputError
 from nift.eval import stats
 
@@ -59,7 +58,7 @@ def _load(folder: Path) -> tuple[dict[str, dict[str, float]], dict[str, str], di
                 for metric, lines in sorted(nonfinite.items())]
     results = {}
     if (folder / RESULTS).is_file():
-        results = json.loads((folder / RESULTS).read_text(encoding="utf-8"))
+        results = read_json(folder / RESULTS)
     return values, kinds, better, results, warnings
 
 
