@@ -187,9 +187,12 @@ def _study(base: Path, first: Path, points: dict[str, dict[str, Path]], control:
                               trained_with) if treated else ""
     arms = [base_arm, *trained]
     table = study.arm_table(arms)
+    warnings = [w for a in arms for w in a.warnings]
+    for w in warnings:
+        log(f"[sweep] warning: {w}")
     write_json(base / "study.json", {"headline": sentence, "control": control,
                                      "arms": {a.name: sorted(a.seeds) for a in arms}, "table": table,
-                                     "pairs": pairs})
+                                     "pairs": pairs, "warnings": warnings})
     (base / "study.md").write_text(f"# Study: {base.name}\n\n" + study.markdown(arms, table, pairs, sentence),
                                    encoding="utf-8")
     log(f"[sweep] {sentence}\n[sweep] wrote {base / 'study.md'}")
