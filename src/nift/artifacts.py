@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from nift import __version__
 from nift.config import StageConfig, redact, scrub_values
-from nift.errors import BadRow
+from nift.errors import BadRow, InputError
 from nift.locks import is_lock_file, writer_lock
 
 MANIFEST = "manifest.json"
@@ -109,7 +109,8 @@ def parse_json_line(raw: bytes | str, where: str) -> Any:
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise BadRow("malformed_json", f"{where}: malformed JSON at column {e.colno}: {e.msg}") from None
+        at = f"line {e.lineno}, column {e.colno}" if e.lineno > 1 else f"column {e.colno}"  # a whole .json file
+        raise BadRow("malformed_json", f"{where}: malformed JSON at {at}: {e.msg}") from None
     except RecursionError:
         raise BadRow("too_deep", f"{where}: JSON nested too deeply to read") from None
     except ValueError as e:  # int('1' * 5000): the interpreter's limit on digits (CVE-2020-10735)
@@ -130,6 +131,15 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
         for lineno, line in enumerate(f, start=1):
             if line.strip():
                 yield parse_json_line(line, f"{path}:{lineno}")
+
+
+def read_json(path: str | Path) -> Any:
+    """A whole JSON file (results.json, a model's config.json); what cannot be read is an `InputError` naming it."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror})") from None
+    return parse_json_line(raw, str(path))
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -153,8 +163,8 @@ def read_manifest(stage_dir: str | Path) -> dict[str, Any] | None:
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        return parse_json_line(p.read_bytes(), str(p))
+    except BadRow:  # a manifest cut short or damaged: the stage is incomplete and runs again
         return None
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nift.artifacts import parse_json_line, read_json
 from nift.errors import InputError
 
 INDEX = "model.safetensors.index.json"
@@ -79,10 +80,7 @@ class TensorInfo:
 
 def load_json(path: Path) -> Any:
     """A JSON file from a model or adapter folder; invalid JSON is an error naming the file and line."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    return read_json(path)
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -95,7 +93,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             (n,) = struct.unpack("<Q", raw)
             if n > 100 * 1024 * 1024:
                 raise ValueError(f"header length {n} is implausible")
-            header = json.loads(f.read(n))
+            header = parse_json_line(f.read(n), f"{path} (safetensors header)")
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: not a readable safetensors file ({e})") from None
     meta = header.pop("__metadata__", None) or {}

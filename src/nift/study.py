@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from nift.artifacts import read_jsonl
 from nift.eval import stats
+from nift.eval.compare import read_per_item as read_per_item_file
 
 # Metrics of the study table: (per_item metric, label, better). IFEval first (the paper's instruction-following
 # claim), then the judge-free signals of the paper's Tables 10-14.
@@ -46,11 +46,15 @@ CLAIM_METRIC = "ifeval/inst_loose"
 STOP_METRIC = "signals/stopped"
 
 
-def read_per_item(eval_dir: Path) -> dict[str, dict[str, tuple[float, str]]]:
-    """metric -> unit -> (value, kind) from one evaluation's per_item.jsonl."""
+def read_per_item(eval_dir: Path, warnings: list[str] | None = None) -> dict[str, dict[str, tuple[float, str]]]:
+    """metric -> unit -> (value, kind) from one evaluation's per_item.jsonl; values that are not finite numbers are
+    left out as missing and counted in `warnings`."""
     out: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
-    for row in read_jsonl(eval_dir / "per_item.jsonl"):
-        out[row["metric"]][str(row["unit"])] = (float(row["value"]), row["kind"])
+    items, found = read_per_item_file(eval_dir / "per_item.jsonl")
+    for item in items:
+        out[item.metric][item.unit] = (item.value, item.kind)
+    if warnings is not None:
+        warnings.extend(found)
     return out
 
 
@@ -59,7 +63,8 @@ class Arm:
 
     def __init__(self, name: str, evals: dict[str, Path]):
         self.name = name
-        self.seeds = {seed: read_per_item(d) for seed, d in evals.items()}
+        self.warnings: list[str] = []  # values left out as missing (NaN, inf)
+        self.seeds = {seed: read_per_item(d, self.warnings) for seed, d in evals.items()}
 
     def units(self, metric: str) -> dict[str, float]:
         """unit -> the mean over seeds (units every seed answered)."""

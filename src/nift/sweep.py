@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from nift import pipeline
-from nift.artifacts import read_manifest, write_json
+from nift.artifacts import read_json, read_manifest, write_json
 from nift.config import load_config
 from nift.errors import ConfigError
 
@@ -72,7 +72,7 @@ def _link(src: Path, dst: Path) -> None:
 def _point_row(run_dir: Path, value: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"value": value, "run_dir": str(run_dir)}
     results_path = run_dir / "eval" / "after" / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = read_json(results_path) if results_path.is_file() else {}
     for label, path in METRICS:
         v = _dig(results, path)
         if isinstance(v, (int, float)):
@@ -181,15 +181,18 @@ def _study(base: Path, first: Path, points: dict[str, dict[str, Path]], control:
     pairs = [*vs_base.values(), *vs_control.values()]
     # the headline speaks of the first arm that is not the control (the distilled one in the paper's design)
     treated = next((a.name for a in trained if a is not ctrl), None)
-    results = json.loads((before / "results.json").read_text(encoding="utf-8"))
+    results = read_json(before / "results.json")
     trained_with = (read_manifest(first / "train") or {}).get("config", {}).get("template")
     sentence = study.headline(vs_base[treated], vs_control.get(treated), results.get("template"),
                               trained_with) if treated else ""
     arms = [base_arm, *trained]
     table = study.arm_table(arms)
+    warnings = [w for a in arms for w in a.warnings]
+    for w in warnings:
+        log(f"[sweep] warning: {w}")
     write_json(base / "study.json", {"headline": sentence, "control": control,
                                      "arms": {a.name: sorted(a.seeds) for a in arms}, "table": table,
-                                     "pairs": pairs})
+                                     "pairs": pairs, "warnings": warnings})
     (base / "study.md").write_text(f"# Study: {base.name}\n\n" + study.markdown(arms, table, pairs, sentence),
                                    encoding="utf-8")
     log(f"[sweep] {sentence}\n[sweep] wrote {base / 'study.md'}")

@@ -307,7 +307,7 @@ def test_benchmark_data_errors_name_file_and_line(tmp_path: Path, shared_data: P
     with pytest.raises(InputError, match=r"input_data.jsonl:2: missing field 'instruction_id_list'"):
         data.load_ifeval(str(bad))
     bad.write_text("{not json\n")
-    with pytest.raises(InputError, match=r"input_data.jsonl:1: not valid JSON"):
+    with pytest.raises(InputError, match=r"input_data.jsonl:1: malformed JSON"):
         data.load_ifeval(str(tmp_path))
     with pytest.raises(InputError, match="not found"):
         data.load_ifeval(str(tmp_path / "nope"))

@@ -250,7 +250,7 @@ def test_damaged_inputs_and_empty_run_dirs_are_clear_errors(report_run: Path, tm
     lines = bad.read_text().splitlines()
     lines[2] = lines[2][:-5]
     bad.write_text("\n".join(lines) + "\n")
-    with pytest.raises(InputError, match=re.escape(f"{bad}:3: not valid JSON")):
+    with pytest.raises(InputError, match=re.escape(f"{bad}:3: malformed JSON")):
         run(ReportConfig(), copy, **QUIET)
 
 

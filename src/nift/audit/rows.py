@@ -20,7 +20,6 @@ Formats (one per input; `auto` decides from the first row's fields and says whic
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -203,25 +202,24 @@ class PrepareIndex:
 
     def __init__(self, path: str):
         self.path = path
-        self.offsets: dict[str, int] = {}
+        self.offsets: dict[str, tuple[int, int]] = {}  # id -> (byte offset, line)
         offset = 0
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
                 if raw.strip():
-                    try:
-                        row_id = json.loads(raw)["id"]
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        raise InputError(f"{path}:{lineno}: not a prepare row (no id); re-run nift prepare") from None
-                    self.offsets[str(row_id)] = offset
+                    row = parse_json_line(raw, f"{path}:{lineno}")
+                    if not isinstance(row, dict) or "id" not in row:
+                        raise InputError(f"{path}:{lineno}: not a prepare row (no id); re-run nift prepare")
+                    self.offsets[str(row["id"])] = (offset, lineno)
                 offset += len(raw)
         self._f = open(path, "rb")  # noqa: SIM115 - closed by close()
 
     def get(self, row_id: str) -> dict[str, Any] | None:
-        off = self.offsets.get(row_id)
-        if off is None:
+        at = self.offsets.get(row_id)
+        if at is None:
             return None
-        self._f.seek(off)
-        return json.loads(self._f.readline())
+        self._f.seek(at[0])
+        return parse_json_line(self._f.readline(), f"{self.path}:{at[1]}")
 
     def close(self) -> None:
         self._f.close()

@@ -14,7 +14,9 @@ What it guarantees:
 - **never repeat**: each request is keyed by a hash of (backend family, model, messages or prompt, parameters); a
   stored result is returned without calling the model, identical requests under different ids are sent once;
 - **never lose**: each result is committed to SQLite (WAL, synchronous=FULL) the moment it arrives; after `kill -9`
-  a re-run sends only what had not completed (at most `concurrency` requests were in flight);
+  a re-run sends only what had not completed (at most `concurrency` requests were in flight); when SQLite cannot
+  write (a full disk), answers that arrived are saved beside the store (`*.unsaved.jsonl`), nothing more is sent,
+  and the next run reads them back;
 - **API backends**: bounded concurrency, token buckets for requests/min and tokens/min, per-request timeout,
   retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped connections and garbled replies,
   honouring `retry-after` (a 429 pauses every worker); other 4xx are not retried;
@@ -43,7 +45,7 @@ from typing import Any
 from nift.config import BackendConfig, Price
 from nift.distill.backends import Backend, BatchBackend, LocalBackend, OnlineBackend, make_backend
 from nift.distill.prices import cost, price_for
-from nift.distill.store import Store, request_key
+from nift.distill.store import Store, StoreFull, request_key
 from nift.distill.types import (
     BackendAbort,
     Failure,
@@ -255,8 +257,11 @@ class _Run:
         res.id = item.ids[0]
         self.summary.answered += 1
         if persist:
-            self.store.put(item.key, self.cfg.backend, self.cfg.model, res, attempt=attempt)
-            self.summary.stored += 1
+            try:
+                self.store.put(item.key, self.cfg.backend, self.cfg.model, res, attempt=attempt)
+                self.summary.stored += 1
+            except StoreFull as e:  # saved aside: kept in results, no new request leaves
+                self.abort = e
         self.ledger.spent += res.cost_usd or 0.0
         # Usage counts requests as paid for: one per distinct request, however many ids share it.
         self.summary.usage_new.add(res)
@@ -332,7 +337,11 @@ class _Run:
         while True:
             await limiter.acquire(tokens)
             item.attempts += 1
-            attempt = self.store.begin_attempt(item.key, max_cost)  # on disk before the request leaves
+            try:
+                attempt = self.store.begin_attempt(item.key, max_cost)  # on disk before the request leaves
+            except StoreFull as e:
+                self.abort = e
+                return
             self.summary.sent += 1
             try:
                 # The SDK enforces timeout_s; this outer bound catches a stall the SDK does not see.
@@ -397,8 +406,18 @@ class _Run:
             for it, res in zip(chunk, outs, strict=True):
                 self.finish(it, res, persist=False)
                 rows.append((it.key, self.cfg.backend, self.cfg.model, self.results[it.ids[0]]))
+            if not self._put_many(rows):
+                break
+
+    def _put_many(self, rows: list[tuple[str, str, str, Result]]) -> bool:
+        """Store rows; False when the store is full (they were saved aside and the run stops)."""
+        try:
             self.store.put_many(rows)
-            self.summary.stored += len(rows)
+        except StoreFull as e:
+            self.abort = e
+            return False
+        self.summary.stored += len(rows)
+        return True
 
     # ------------------------------------------------------------------------------------------- batch
 
@@ -506,8 +525,7 @@ class _Run:
             elif item is not None:
                 item.attempts += 1
                 self.fail(item, out, getattr(out, "status", None))
-        self.store.put_many(rows)
-        self.summary.stored += len(rows)
+        self._put_many(rows)  # a full store saves them aside; the other batches, paid for, are still collected
         for key in b["keys"]:
             if key not in seen and key in by_key:
                 self.fail(by_key[key], RequestFailed(f"batch {b['batch_id']} ended without a result for it"))
@@ -570,6 +588,9 @@ def _run_requests(cfg: BackendConfig, reqs: list[Request], store_path: str | Pat
     results.summary = summary
     id_key, items = _prepare(backend, cfg, reqs, summary)
     with Store(store_path) as store:
+        if read_back := store.read_back_unsaved():
+            log(f"[store] {read_back} answer(s) an earlier run could not store (a full disk) were read back from "
+                f"{store.unsaved_path}: not asked for again")
         if recovered := store.recover_in_flight():
             log(f"[store] {recovered} request(s) were on the wire when an earlier run stopped: counted as lost in "
                 "transit (the server may have billed them)")
@@ -600,6 +621,8 @@ def _run_requests(cfg: BackendConfig, reqs: list[Request], store_path: str | Pat
             bar.close()
             if not isinstance(backend, OnlineBackend):
                 backend.close()
+        if store.failure is not None:  # the count of answers saved aside is final only now
+            raise StoreFull(store.failure_message())
     summary.stopped = run.stop
     summary.wall_s = round(time.perf_counter() - t0, 3)
     if run.abort is not None:

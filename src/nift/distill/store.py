@@ -10,16 +10,19 @@ first, then the provider's batch id), so a crash between submit and download res
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import tempfile
 import threading
 import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from nift.artifacts import parse_json_line
 from nift.config import hash_obj
 from nift.distill.types import Result
-from nift.errors import InputError
+from nift.errors import InputError, NiftError
 from nift.locks import writer_lock
 
 _SCHEMA = """
@@ -60,6 +63,10 @@ CREATE TABLE IF NOT EXISTS lost (
 """
 
 
+class StoreFull(NiftError):
+    """The store cannot be written (a full or read-only disk): the answers already delivered are saved aside."""
+
+
 def request_key(family: str, model: str, payload: dict[str, Any]) -> str:
     """The cache key of a request: sha256 over (backend family, model, canonical payload)."""
     return hash_obj({"backend": family, "model": model, "request": payload})
@@ -72,6 +79,11 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # Answers SQLite could not take (a full disk) go here, beside the store, until the next run reads them back.
+        self.unsaved_path = self.path.with_name(self.path.name + ".unsaved.jsonl")
+        self.failure: sqlite3.OperationalError | None = None
+        self.saved_to: Path | None = None
+        self.unsaved = self.held = 0
         self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -109,26 +121,100 @@ class Store:
 
     def put(self, key: str, backend: str, model: str, result: Result, attempt: int | None = None) -> None:
         """Store one result durably (and settle the attempt that brought it); returns once it is on disk."""
-        blob = json.dumps(result.to_json(), ensure_ascii=False)
+        self.put_many([(key, backend, model, result)], attempts=[attempt])
+
+    def put_many(self, rows: list[tuple[str, str, str, Result]], attempts: list[int | None] | None = None) -> None:
+        """Store several results in one transaction (a local chunk, a batch download); returns once on disk.
+
+        When SQLite cannot write (a full disk: 'database or disk is full'; a read-only one), the answers, already
+        paid for, are appended to `unsaved_path` beside the store and `StoreFull` says how many and where; from then
+        on every answer goes there. The next run reads them back (`read_back_unsaved`) instead of asking again."""
+        entries = [{"key": k, "backend": b, "model": m, "result": json.dumps(r.to_json(), ensure_ascii=False),
+                    "attempt": a} for (k, b, m, r), a in zip(rows, attempts or [None] * len(rows), strict=True)]
+        if not entries:
+            return
         with self._lock:
-            self._db.execute("BEGIN")
+            if self.failure is None:
+                try:
+                    self._insert(entries)
+                    return
+                except sqlite3.OperationalError as e:
+                    self.failure = e
+            self._save_aside(entries)
+        raise StoreFull(self.failure_message())
+
+    def _insert(self, entries: list[dict[str, Any]]) -> None:
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO results (key, backend, model, result, created_at) VALUES (?, ?, ?, ?, ?)",
+                [(e["key"], e["backend"], e["model"], e["result"], time.time()) for e in entries])
+            self._db.executemany("DELETE FROM in_flight WHERE id = ?",
+                                 [(e["attempt"],) for e in entries if e["attempt"] is not None])
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _save_aside(self, entries: list[dict[str, Any]]) -> None:
+        """Append answers SQLite could not take to the fallback file (a JSON line is far smaller than a SQLite
+        transaction with its journal); failing that, a file in the temp directory; failing both, they are only in
+        memory and the error says so."""
+        lines = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
+        for path in (self.unsaved_path, Path(tempfile.gettempdir()) / f"nift-{self.unsaved_path.name}"):
+            if self.saved_to not in (None, path):
+                continue
             try:
-                self._db.execute("INSERT OR REPLACE INTO results (key, backend, model, result, created_at) "
-                                 "VALUES (?, ?, ?, ?, ?)", (key, backend, model, blob, time.time()))
-                if attempt is not None:
-                    self._db.execute("DELETE FROM in_flight WHERE id = ?", (attempt,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(lines)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError:
+                continue
+            self.saved_to = path
+            self.unsaved += len(entries)
+            return
+        self.held += len(entries)
+
+    def failure_message(self) -> str:
+        s = f"the request store {self.path} cannot be written (SQLite: {self.failure}): "
+        if self.unsaved:
+            s += f"{self.unsaved} answer(s) already delivered were saved to {self.saved_to}"
+            if self.saved_to != self.unsaved_path:
+                s += f" (move that file to {self.unsaved_path})"
+            s += "; "
+        if self.held:
+            s += (f"{self.held} answer(s) already delivered could not be saved anywhere (no space left for "
+                  f"{self.unsaved_path} either) and will be asked for again; ")
+        return s + ("free some space or choose another --run-dir, then run the same command again: saved answers "
+                    "are read back into the store, not asked for again")
+
+    def read_back_unsaved(self) -> int:
+        """Move answers an earlier run saved aside into the store (call while holding the store's lock); returns
+        how many. Their attempts are settled, so they are not counted as lost in transit."""
+        if not self.unsaved_path.is_file():
+            return 0
+        with open(self.unsaved_path, "rb") as f:
+            entries = [parse_json_line(line, f"{self.unsaved_path}:{i}") for i, line in enumerate(f, start=1)
+                       if line.strip()]
+        with self._lock:
+            self._insert(entries)
+        os.unlink(self.unsaved_path)
+        return len(entries)
 
     # -------------------------------------------------------------------------------------- requests in transit
 
     def begin_attempt(self, key: str, max_cost_usd: float | None) -> int:
-        """Record a request about to leave (durably, before it does); returns the attempt's id."""
+        """Record a request about to leave (durably, before it does); returns the attempt's id. A store that cannot
+        be written raises `StoreFull`: no request leaves whose answer could not be kept."""
         with self._lock:
-            return self._db.execute("INSERT INTO in_flight (key, sent_at, max_cost_usd) VALUES (?, ?, ?)",
-                                    (key, time.time(), max_cost_usd)).lastrowid
+            if self.failure is None:
+                try:
+                    return self._db.execute("INSERT INTO in_flight (key, sent_at, max_cost_usd) VALUES (?, ?, ?)",
+                                            (key, time.time(), max_cost_usd)).lastrowid
+                except sqlite3.OperationalError as e:
+                    self.failure = e
+        raise StoreFull(self.failure_message())
 
     def end_attempt(self, attempt: int) -> None:
         """The server refused the request (429, a 4xx): no work done, nothing to count."""
@@ -176,19 +262,6 @@ class Store:
                     f"WHERE key IN ({marks})", chunk).fetchone()
                 n, usd, unpriced = n + a, usd + b, unpriced + (c or 0)
         return n, usd, unpriced
-
-    def put_many(self, rows: list[tuple[str, str, str, Result]]) -> None:
-        """Store several results in one transaction (batch downloads)."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO results (key, backend, model, result, created_at) VALUES (?, ?, ?, ?, ?)",
-                    [(k, b, m, json.dumps(r.to_json(), ensure_ascii=False), time.time()) for k, b, m, r in rows])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
 
     def count(self) -> int:
         with self._lock:

@@ -11,13 +11,12 @@ fits the metric: McNemar for pass/fail metrics, Wilcoxon signed-rank for scores.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from nift.artifacts import MANIFEST, read_jsonl, write_json
+from nift.artifacts import MANIFEST, parse_json_line, read_json, write_json
 from nift.errors import InputError
 from nift.eval import stats
 
@@ -25,12 +24,48 @@ PER_ITEM = "per_item.jsonl"
 RESULTS = "results.json"
 
 
+class Item(NamedTuple):
+    metric: str
+    unit: str
+    value: float
+    kind: str  # "binary" (pass/fail: 0 or 1) or a score
+    better: str  # "+", "-" or ""
+
+
+def read_per_item(path: Path) -> tuple[list[Item], list[str]]:
+    """(items, warnings) of a per_item.jsonl, for `nift compare` and the study table alike.
+
+    A value that is not a finite number (NaN, inf) is left out as missing and counted in a warning (NaN in a
+    pass/fail column used to count as a pass); a pass/fail value other than 0, 1, true or false (0.7) is an error
+    naming file and line, since McNemar's test would treat it as a pass."""
+    items: list[Item] = []
+    nonfinite: dict[str, list[int]] = defaultdict(list)
+    with open(path, "rb") as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            row = parse_json_line(line, f"{path}:{i}")
+            try:
+                metric, unit, raw, kind = row["metric"], str(row["unit"]), row["value"], row["kind"]
+                value = float(raw)
+            except (KeyError, TypeError, ValueError):
+                raise InputError(f"{path}:{i}: expected metric, unit, value and kind") from None
+            if not math.isfinite(value):
+                nonfinite[metric].append(i)
+                continue
+            if kind == "binary" and (isinstance(raw, str) or value not in (0.0, 1.0)):
+                raise InputError(f"{path}:{i}: {metric} is pass/fail but its value is {raw!r}: expected 0, 1, true "
+                                 "or false")
+            items.append(Item(metric, unit, value, kind, row.get("better", "+")))
+    warnings = [f"{path}: {len(lines)} value(s) of {metric} are not finite numbers (line {lines[0]}"
+                f"{', ...' if len(lines) > 1 else ''}); left out as missing"
+                for metric, lines in sorted(nonfinite.items())]
+    return items, warnings
+
+
 def _load(folder: Path) -> tuple[dict[str, dict[str, float]], dict[str, str], dict[str, str], dict[str, Any],
                                  list[str]]:
-    """(values by metric and unit, kinds, better, results.json, warnings) of one finished eval folder.
-
-    A value that is not a finite number (NaN, inf) is left out as missing and counted in a warning: NaN in a
-    pass/fail column used to count as a pass."""
+    """(values by metric and unit, kinds, better, results.json, warnings) of one finished eval folder."""
     path = folder / PER_ITEM
     if not path.is_file():
         hint = " (it is a run directory: give run_dir/eval/<name>)" if (folder / "eval").is_dir() else ""
@@ -42,24 +77,14 @@ def _load(folder: Path) -> tuple[dict[str, dict[str, float]], dict[str, str], di
     values: dict[str, dict[str, float]] = defaultdict(dict)
     kinds: dict[str, str] = {}
     better: dict[str, str] = {}
-    nonfinite: dict[str, list[int]] = defaultdict(list)
-    for i, row in enumerate(read_jsonl(path), start=1):
-        try:
-            value = float(row["value"])
-            kinds[row["metric"]] = row["kind"]
-            better[row["metric"]] = row.get("better", "+")
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{path}:{i}: expected metric, unit, value and kind") from None
-        if not math.isfinite(value):
-            nonfinite[row["metric"]].append(i)
-            continue
-        values[row["metric"]][str(row["unit"])] = value
-    warnings = [f"{path}: {len(lines)} value(s) of {metric} are not finite numbers (line {lines[0]}"
-                f"{', ...' if len(lines) > 1 else ''}); left out as missing"
-                for metric, lines in sorted(nonfinite.items())]
+    items, warnings = read_per_item(path)
+    for item in items:
+        values[item.metric][item.unit] = item.value
+        kinds[item.metric] = item.kind
+        better[item.metric] = item.better
     results = {}
     if (folder / RESULTS).is_file():
-        results = json.loads((folder / RESULTS).read_text(encoding="utf-8"))
+        results = read_json(folder / RESULTS)
     return values, kinds, better, results, warnings
 
 

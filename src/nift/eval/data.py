@@ -15,12 +15,12 @@ Every file is validated on load: a bad line is an error naming the file, the lin
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nift import benchmarks
+from nift.artifacts import parse_json_line, read_json
 from nift.errors import InputError
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -31,14 +31,11 @@ def read_records(path: Path, required: dict[str, type | tuple[type, ...]]) -> li
     if not path.is_file():
         raise InputError(f"benchmark file not found: {path}")
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+            row = parse_json_line(line, f"{path}:{lineno}")
             if not isinstance(row, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             for name, typ in required.items():
@@ -243,10 +240,7 @@ class AlpacaEvalData:
 
 
 def _read_json_list(path: Path) -> list[dict[str, Any]]:
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    rows = read_json(path)
     if not isinstance(rows, list):
         raise InputError(f"{path}: expected a JSON list of {{instruction, output}} objects")
     for i, r in enumerate(rows):

@@ -6,12 +6,12 @@ and its files are not trusted. Files are read as nift wrote them; a damaged file
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nift import artifacts
 from nift.artifacts import MANIFEST, sha256_file
 from nift.errors import InputError
 from nift.stages import NAMES
@@ -30,23 +30,16 @@ COMMANDS = {
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); re-run the stage that wrote it") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot be read ({e.strerror})") from None
+        return artifacts.read_json(path)
+    except InputError as e:
+        raise InputError(f"{e}; re-run the stage that wrote it") from None
 
 
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     try:
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{path}:{i}: not valid JSON ({e.msg}); re-run the stage that wrote it") from None
+        yield from artifacts.read_jsonl(path)
+    except InputError as e:
+        raise InputError(f"{e}; re-run the stage that wrote it") from None
     except OSError as e:
         raise InputError(f"{path}: cannot be read ({e.strerror})") from None
 
