@@ -529,10 +529,13 @@ class AuditConfig(StageConfig):
         "file and line, or skip it and count it in the manifest.",
     )
     drop: list[str] = Field(
-        default_factory=lambda: ["uppercase_start"],
+        default_factory=lambda: ["uppercase_start", "truncated"],
         description="Flags that remove a row from audit/data.jsonl (the filtered training set). The paper's "
         "73k re-run dropped the upper-case rule's hits; its Table 9 dropped judged instructional and "
-        f"conversational rows. Choices: {', '.join(AUDIT_FLAGS)}; 'none' keeps every row.",
+        "conversational rows. `truncated` (cut at the teacher's max_tokens) is dropped by default: a student "
+        "taught on text that stops mid-sentence does not learn to end its answers (docs/reproduction.md); keep "
+        "such rows by leaving it out, and train.cut_at_max_tokens trains them without EOS. "
+        f"Choices: {', '.join(AUDIT_FLAGS)}; 'none' keeps every row.",
     )
     # judge
     judge: BackendConfig | None = Field(
