@@ -899,7 +899,9 @@ class EvalConfig(StageConfig):
         # this, the unnamed keys would fall back to BackendConfig's own defaults (an in-process hf model).
         if isinstance(data, dict) and isinstance(data.get("judge"), dict):
             given = data["judge"].get("max_tokens")
-            if given is not None:
+            # the default judge's own 2048 is no choice (a config read back from a manifest carries it): only another
+            # value overrides the official per-benchmark limits
+            if given is not None and str(given) != str(_JUDGE_DEFAULTS["max_tokens"]):
                 # --judge.max-tokens was recorded in results.json but never sent (the per-benchmark limit was): it
                 # is the judge's answer limit, as --judge-max-tokens is; two different values are refused.
                 other = data.get("judge_max_tokens")

@@ -51,10 +51,13 @@ def is_lock_file(name: str) -> bool:
 
 
 def lock_paths(target: str | Path, directory: bool) -> tuple[Path, Path]:
-    """(lock file, holder sidecar) of a directory (inside it) or of a file (beside it)."""
-    target = Path(target)
+    """(lock file, holder sidecar) beside the directory or file they guard: a stage directory holds only what the
+    stage wrote (the stage contract), so `run/prepare/` is guarded by `run/.prepare.nift.lock`. A linked directory
+    (a sweep point's shared upstream stage) is guarded where it really is."""
+    target = Path(target).resolve()
     if directory:
-        return target / LOCK_SUFFIX, target / HOLDER_SUFFIX
+        hidden = "." + target.name
+        return target.with_name(hidden + LOCK_SUFFIX), target.with_name(hidden + HOLDER_SUFFIX)
     return target.with_name(target.name + LOCK_SUFFIX), target.with_name(target.name + HOLDER_SUFFIX)
 
 
@@ -113,7 +116,7 @@ def _write_holder(sidecar: Path) -> None:
 @contextlib.contextmanager
 def writer_lock(target: str | Path, what: str, *, directory: bool, wait: float | None = None,
                 log: Callable[[str], Any] = print) -> Iterator[None]:
-    """Hold the writer lock of `target` (a directory, locked from inside, or a file, locked from beside it).
+    """Hold the writer lock of `target` (a directory or a file, locked from beside it).
 
     Raises `LockHeld` naming the holder's pid and host when another process holds it and `wait` (default: from
     `NIFT_WAIT_LOCK`, else 0) runs out. A lock whose holder died is taken over (the OS freed it), and said so."""

@@ -16,7 +16,7 @@ from nift.stages import STAGES
 
 EXPECTED = {
     "prepare": {"data.jsonl", "manifest.json"},
-    "distill": {"cache.sqlite", "data.jsonl", "manifest.json"},
+    "distill": {"cache.sqlite", "cache.sqlite.nift.lock", "data.jsonl", "manifest.json"},  # the store's writer lock
     "audit": {"data.jsonl", "flags.jsonl", "manifest.json", "summary.md"},
     "train": {"adapter/README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
               "adapter/chat_template.jinja", "adapter/tokenizer.json", "adapter/tokenizer_config.json",

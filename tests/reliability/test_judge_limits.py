@@ -47,3 +47,11 @@ def test_judge_limits_without_a_flag_and_with_two_that_disagree():
     assert judge_max_tokens(cfg, "arena_hard") == 300
     with pytest.raises(ConfigError, match=r"judge.max_tokens \(100\) and judge_max_tokens \(300\) disagree"):
         _eval_cfg("--judge-max-tokens", "300", "--judge.max-tokens", "100")
+    # a config read back from its manifest (the default judge's 2048 written out) keeps the official limits and the
+    # same hash, so the same eval again is skipped
+    from nift.config import EvalConfig
+
+    cfg = _eval_cfg()
+    again = EvalConfig(**cfg.model_dump())
+    assert again.judge_max_tokens is None and judge_max_tokens(again, "arena_hard") == 4096
+    assert again.config_hash() == cfg.config_hash()
