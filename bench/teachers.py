@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 SHARED = Path(os.environ.get("NIFT_SHARED", REPO.parent / "shared"))
 
-from nift.artifacts import read_jsonl, read_manifest  # noqa: E402
+from nift.artifacts import read_jsonl, read_manifest, write_json  # noqa: E402
 from nift.audit.heuristics import Heuristics  # noqa: E402
 from nift.config import PAPER_SYSTEM_PROMPT, BackendConfig, DistillConfig, PrepareConfig  # noqa: E402
 
@@ -116,13 +116,6 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write(out: Path, results: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    tmp.replace(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=64, help="documents of the shared OpenWebText sample")
@@ -153,9 +146,9 @@ def main() -> None:
             shown = {k: v for k, v in results["arms"][f"{teacher}--{mode}"].items() if k != "samples"}
             print(f"[teachers]   {json.dumps(shown)}", flush=True)
             results["arms"][f"{teacher}--{mode}"]["load_average_after"] = os.getloadavg()
-            write(args.out, results)  # after every arm: an interrupted study keeps what it measured
+            write_json(args.out, results)  # after every arm: an interrupted study keeps what it measured
     results["load_average_after"] = os.getloadavg()
-    write(args.out, results)
+    write_json(args.out, results)
     print(table(results))
     print(f"written: {args.out}")
 
