@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,8 +72,14 @@ def test_every_cli_option_has_help_with_default(capsys):
 
 
 def test_version_and_help_via_console_script():
-    out = subprocess.run([sys.executable, "-m", "nift.cli", "--version"], capture_output=True, text=True)
-    assert out.stdout.startswith("nift ")
+    # the `nift` entry point pyproject.toml declares, as installed beside this interpreter (not `python -m`)
+    script = Path(sys.executable).parent / "nift"
+    assert script.is_file(), f"no console script at {script}: is nift installed in this environment?"
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("nift "), out.stderr
+    help_ = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert help_.returncode == 0 and all(f" {name} " in help_.stdout or f" {name}\n" in help_.stdout
+                                         for name in ("prepare", "distill", "audit", "train", "merge", "eval", "report"))
 
 
 class _Cfg(PrepareConfig):

@@ -101,7 +101,10 @@ def test_judge_protocol_against_a_real_server(judged):
         j = d[kind]
         assert j["judged"] == 6 and j["parsed"] + j["unparseable"] == 6
         assert sum(j["parse"].values()) == 6
-        assert j["percent"] is None or 0 <= j["percent"] <= 100
+        mine = [r for r in recs if r["prompt"] == kind]
+        parsed = [r for r in mine if r["label"] is not None]
+        assert j["parsed"] == len(parsed) and j["yes"] == sum(bool(r["label"]) for r in parsed)
+        assert j["percent"] == (round(100 * j["yes"] / len(parsed), 2) if parsed else None)
     assert res.manifest["cost"]["judge"]["requests"] == 12
     assert stats["judge"]["model"] == server.model
     # the drop policy on judged flags: a row is dropped iff the judge said yes to one of the prompts

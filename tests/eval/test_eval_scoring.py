@@ -34,10 +34,18 @@ def test_bootstrap_matches_scipy_percentile_interval():
 
 
 def test_grouped_bootstrap_resamples_whole_groups():
-    # Two groups with identical means inside: every resample mean lies between the two group means.
-    ci = stats.bootstrap_grouped_mean_ci([0, 0, 0, 1, 1, 1], ["a", "a", "a", "b", "b", "b"], n_boot=500)
+    # Three groups, each of mean 0.5 but with 0/1 observations inside: resampling whole groups can only give 0.5,
+    # while resampling observations (the ungrouped bootstrap below) gives a wide interval.
+    values, groups = [0, 1, 1, 0, 0, 1] * 4, [g for g in "abcdefghijkl" for _ in range(2)]
+    ci = stats.bootstrap_grouped_mean_ci(values, groups, n_boot=500)
     assert ci.estimate == pytest.approx(0.5)
-    assert 0 <= ci.low <= ci.high <= 1
+    assert ci.low == ci.high == pytest.approx(0.5)
+    ungrouped = stats.bootstrap_mean_ci(values, n_boot=500)
+    assert ungrouped.low < 0.4 and ungrouped.high > 0.6
+    # Groups of different sizes: the statistic is the mean over observations, not over group means.
+    sized = stats.bootstrap_grouped_mean_ci([1, 1, 1, 0], ["a", "a", "a", "b"], n_boot=200)
+    assert sized.estimate == pytest.approx(0.75)
+    assert {sized.low, sized.high} <= {0.0, 0.75, 1.0}
     one = stats.bootstrap_grouped_mean_ci([1, 0], ["q", "q"], n_boot=100)
     assert one.low == one.high == pytest.approx(0.5)  # one group: nothing to resample
 

@@ -150,7 +150,12 @@ def test_report_holds_the_runs_own_numbers(report_run: Path):
     for ans in (a_before, a_after):
         snippet = ans["answer"].strip().split("\n")[0][:40].strip()
         assert snippet in html_text and snippet in md
-    assert f"hit the {a_before['max_new_tokens']}-token limit" in html_text or "stopped by itself (EOS)" in html_text
+    # each shown answer carries the badge of its own ending
+    for ans in (a_before, a_after):
+        s = ans["signals"]
+        badge = ("stopped by itself (EOS)" if s["stopped"] else "cut at the template&#x27;s stop string"
+                 if s["stop_string"] else f"hit the {ans['max_new_tokens']}-token limit")
+        assert badge in html_text, badge
 
 
 def test_html_is_self_contained(report_run: Path):
