@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nift.report import sections
+from nift.report import spending
 from nift.report.document import Para, Table
 from nift.report.rundir import RunDir
 
@@ -27,7 +27,7 @@ def _run(tmp_path: Path, lost: int) -> RunDir:
 
 
 def test_lost_in_transit_is_a_row_of_the_ledger_and_a_note(tmp_path: Path):
-    sec = sections.cost(_run(tmp_path, lost=3))
+    sec = spending.cost(_run(tmp_path, lost=3))
     table = next(b for b in sec.blocks if isinstance(b, Table))
     assert table.rows[0][:2] == ["distill", "teacher"]
     assert table.rows[1] == ["distill", "lost in transit", "`openai:fake-1`", "3", "", "–", "–", "≤ $0.05", ""]
@@ -38,7 +38,7 @@ def test_lost_in_transit_is_a_row_of_the_ledger_and_a_note(tmp_path: Path):
 
 
 def test_no_row_when_nothing_was_lost(tmp_path: Path):
-    sec = sections.cost(_run(tmp_path, lost=0))
+    sec = spending.cost(_run(tmp_path, lost=0))
     table = next(b for b in sec.blocks if isinstance(b, Table))
     assert [r[1] for r in table.rows] == ["teacher", ""]
     assert not any("lost" in b.text for b in sec.blocks if isinstance(b, Para))

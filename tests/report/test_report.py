@@ -280,7 +280,7 @@ def test_examples_are_chosen_by_kind_of_change_in_a_fixed_order(tmp_path: Path):
     """Pairs built to show one kind of change each: the report shows one of each kind in the order of the kinds
     (improvements first), pinned ids before them, and marks sentences that repeat an earlier one."""
     from nift.report.document import Document, to_html
-    from nift.report.results import examples
+    from nift.report.examples import examples
     from nift.report.rundir import RunDir
 
     loop = "It was late. The facilitator will help. The facilitator will help."

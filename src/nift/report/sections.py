@@ -1,4 +1,5 @@
-"""The report's sections about the run's making: overview, config, data, audit, cost, training, merge, timings.
+"""The report's sections about the run's making: overview, config, data, audit, timings (cost: `spending.py`;
+training and merge: `training.py`).
 
 Each builder reads the run's own files (manifests first, data files where the manifest has no distribution) and
 returns a `Section`; a section whose stage is not in the run says so and names the command that makes it.
@@ -18,7 +19,7 @@ from nift.report.document import Card, Cards, Code, Details, Figure, Para, Secti
 from nift.report.rundir import PIPELINE, RunDir, Stage, iter_jsonl
 
 
-def _missing(run: RunDir, stage: str, what: str) -> Para:
+def missing(run: RunDir, stage: str, what: str) -> Para:
     s = run.stages.get(stage)
     if s is not None and not s.done:
         return Para(f"`{stage}/` has no manifest.json: the stage did not finish (or is still running), so {what} "
@@ -132,7 +133,7 @@ KEY_SETTINGS = {
 }
 
 
-def _short(v: Any) -> str:
+def short(v: Any) -> str:
     if isinstance(v, list):
         return ", ".join(str(x) for x in v) if v else "[]"
     if v is None:
@@ -145,7 +146,7 @@ def config(run: RunDir) -> Section:
     for s in run.finished():
         stage = s.name.split("/")[0]
         cfg = redact(s.config)  # manifests are already redacted; a second fence costs nothing
-        keys = [f"{k} = {_short(_get(cfg, k))}" for k in KEY_SETTINGS.get(stage, []) if _get(cfg, k) is not None
+        keys = [f"{k} = {short(_get(cfg, k))}" for k in KEY_SETTINGS.get(stage, []) if _get(cfg, k) is not None
                 or k in ("n_docs", "max_steps", "limit")]
         rows.append([s.name, "; ".join(keys), f"`{str((s.manifest or {}).get('config_hash', ''))[:12]}`"])
         text = yaml.safe_dump({stage: cfg}, sort_keys=False, allow_unicode=True, width=110)
@@ -167,7 +168,7 @@ def data(run: RunDir, bins: int) -> Section:
     blocks: list[Any] = []
     panels = []
     if prep is None:
-        blocks.append(_missing(run, "prepare", "the prepared data"))
+        blocks.append(missing(run, "prepare", "the prepared data"))
     else:
         st = prep.stats
         prompt_w, ref_w = [], []
@@ -193,7 +194,7 @@ def data(run: RunDir, bins: int) -> Section:
             panels += [("prompt", "words", prompt_w), ("reference (original continuation)", "words", ref_w)]
         blocks.append(Table(DIST_COLUMNS, rows))
     if dist is None:
-        blocks.append(_missing(run, "distill", "the teacher's continuations"))
+        blocks.append(missing(run, "distill", "the teacher's continuations"))
     else:
         st = dist.stats
         toks, ptoks = [], []
@@ -255,7 +256,7 @@ def _judge_cell(d: dict[str, Any] | None) -> str:
 def audit(run: RunDir) -> Section:
     a = run.done("audit")
     if a is None:
-        return Section("audit", "Audit", [_missing(run, "audit", "the audit table")], missing=True)
+        return Section("audit", "Audit", [missing(run, "audit", "the audit table")], missing=True)
     st = a.stats
     datasets = st.get("datasets") or {}
     blocks: list[Any] = []
@@ -300,212 +301,6 @@ def audit(run: RunDir) -> Section:
                         caption=f"The filtered training set (drop policy: {', '.join(drop) or 'none'}); a dropped "
                         "row is counted under the first flag of the policy it carries."))
     return Section("audit", "Audit", blocks)
-
-
-# ---------------------------------------------------------------------------------------------------- cost
-
-
-def _ledger_rows(run: RunDir) -> list[dict[str, Any]]:
-    out = []
-    if d := run.done("distill"):
-        t, c = d.config.get("teacher", {}), d.cost
-        tot, new = c.get("total", {}), c.get("this_run", {})
-        out.append({"stage": "distill", "role": "teacher", "model": f"{t.get('backend')}:{t.get('model')}",
-                    "requests": tot.get("requests"), "cached": c.get("cached_ids"),
-                    "prompt_tokens": tot.get("prompt_tokens"), "completion_tokens": tot.get("completion_tokens"),
-                    "cost_usd": tot.get("cost_usd"), "this_run": new.get("cost_usd"),
-                    "unknown": tot.get("cost_unknown_requests")})
-    if a := run.done("audit"):
-        u = a.cost.get("judge")
-        if u:
-            j = a.stats.get("judge") or a.config.get("judge") or {}
-            out.append({"stage": "audit", "role": "judge", "model": f"{j.get('backend')}:{j.get('model')}",
-                        "requests": u.get("requests"), "cached": u.get("cached"),
-                        "prompt_tokens": u.get("prompt_tokens"), "completion_tokens": u.get("completion_tokens"),
-                        "cost_usd": u.get("cost_usd"), "this_run": u.get("cost_usd_this_run"),
-                        "unknown": u.get("cost_unknown_requests")})
-    for name, e in run.done_evals().items():
-        for role, u in e.cost.items():
-            if not isinstance(u, dict):
-                continue
-            if role == "judge":
-                j = e.config.get("judge") or {}
-                model = f"{j.get('backend')}:{j.get('model')}"
-            else:
-                model = f"{e.config.get('backend')}:{e.config.get('model')}"
-            out.append({"stage": f"eval/{name}", "role": "answers" if role == "generation" else role,
-                        "model": model, "requests": u.get("requests"), "cached": u.get("cached"),
-                        "prompt_tokens": u.get("prompt_tokens"), "completion_tokens": u.get("completion_tokens"),
-                        "cost_usd": u.get("cost_usd"), "this_run": u.get("cost_usd_this_run"),
-                        "unknown": u.get("cost_unknown_requests")})
-    return out
-
-
-def _lost_in_transit(run: RunDir) -> tuple[list[str], Para] | None:
-    """The teacher requests sent whose answer never came back: a ledger row (an upper bound, kept out of the total,
-    which counts what the stored answers cost) and a note with the most the provider can have billed."""
-    d = run.done("distill")
-    lost = (d.cost.get("lost_in_transit") or {}) if d else {}
-    if not d or not lost.get("requests"):
-        return None
-    t = d.config.get("teacher", {})
-    bound = F.usd(lost.get("max_cost_usd"))
-    row = ["distill", "lost in transit", f"`{t.get('backend')}:{t.get('model')}`", F.count(lost["requests"]), "",
-           F.DASH, F.DASH, f"≤ {bound}", ""]
-    unpriced = lost.get("cost_unknown_requests")
-    note = Para(
-        f"{F.count(lost['requests'])} teacher request(s) were sent but no usable answer came back (a timeout, a "
-        "dropped connection, a garbled reply, a 5xx, or a process stopped while they were on the wire): the "
-        f"provider may have done and billed that work, up to {bound} (each request's prompt tokens plus max_tokens "
-        f"at the price{f'; {F.count(unpriced)} without a price are not in it' if unpriced else ''}). The teacher's "
-        f"bill is at most {F.usd(d.cost.get('max_billed_usd'))}; the total counts the stored answers only.", "note")
-    return row, note
-
-
-def cost(run: RunDir) -> Section:
-    ledger = _ledger_rows(run)
-    if not ledger:
-        return Section("cost", "Cost ledger", [Para(
-            "No stage that calls a model has finished (distill, audit with a judge, eval), so there is no ledger "
-            "yet.", "missing")], missing=True)
-    rows = []
-    for r in ledger:
-        rows.append([r["stage"], r["role"], f"`{r['model']}`", F.count(r["requests"]), F.count(r["cached"]),
-                     F.count(r["prompt_tokens"]), F.count(r["completion_tokens"]), F.usd(r["cost_usd"]),
-                     F.usd(r["this_run"]) if r["this_run"] is not None else F.DASH])
-    lost = _lost_in_transit(run)
-    if lost is not None:
-        rows.insert(1, lost[0])  # under distill's own row, which comes first
-    total = {k: sum(r[k] or 0 for r in ledger) for k in ("requests", "prompt_tokens", "completion_tokens",
-                                                          "cost_usd")}
-    rows.append(["**total**", "", "", F.count(total["requests"]), "", F.count(total["prompt_tokens"]),
-                 F.count(total["completion_tokens"]), f"**{F.usd(total['cost_usd'])}**", ""])
-    blocks: list[Any] = [
-        Table(["stage", "role", "model", "requests", "from cache", "prompt tokens", "completion tokens", "cost",
-               "paid in the last run"], rows, align="lllrrrrrr",
-              caption="Tokens and dollars as each stage's manifest recorded them. `cost` is what the stage's results "
-              "cost in all (requests answered from the request store included, counted once); the last column is "
-              "what its last run paid. In-process models (hf, vllm) have no price: their cost is compute time (see "
-              "Timings)."),
-    ]
-    if lost is not None:
-        blocks.append(lost[1])
-    unknown = sum(r["unknown"] or 0 for r in ledger)
-    if unknown:
-        blocks.append(Para(f"{F.count(unknown)} requests were made to models without a known price: their dollars "
-                           "are not in the total (give `prices:` in the backend config).", "note"))
-    return Section("cost", "Cost ledger", blocks)
-
-
-# -------------------------------------------------------------------------------------------------- training
-
-
-def final_losses(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r]
-    evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r and "step" in r]
-    summary = next((r for r in reversed(rows) if "train_loss" in r), {})
-    return {"train": train, "eval": evals, "final_train": train[-1][1] if train else None,
-            "first_train": train[0][1] if train else None, "final_eval": evals[-1][1] if evals else None,
-            "mean_train": summary.get("train_loss"), "steps": train[-1][0] if train else None}
-
-
-def _examples_cell(st: dict[str, Any], cfg: dict[str, Any]) -> str:
-    """How many examples were trained, and how EOS was set: a teacher output cut at max_tokens did not end, so it is
-    trained without EOS or dropped (train.cut_at_max_tokens)."""
-    ex = st.get("examples") or {}
-    skipped = st.get("skipped") or {}
-    n = ex.get("train") if isinstance(ex, dict) else ex
-    parts = [f"{F.count(n)} trained" + (f", {F.count(ex.get('eval'))} held out" if isinstance(ex, dict) else "")]
-    if st.get("without_eos") is not None:
-        parts.append(f"{F.count(st['without_eos'])} cut at the teacher's max_tokens trained without EOS")
-    if skipped.get("cut_at_max_tokens"):
-        parts.append(f"{F.count(skipped['cut_at_max_tokens'])} cut at max_tokens dropped")
-    other = {k: v for k, v in skipped.items() if k != "cut_at_max_tokens" and v}
-    if other:
-        parts.append("skipped: " + ", ".join(f"{k.replace('_', ' ')} {F.count(v)}" for k, v in sorted(other.items())))
-    return "; ".join(parts) + (f" (cut_at_max_tokens: {cfg['cut_at_max_tokens']})"
-                               if cfg.get("cut_at_max_tokens") else "")
-
-
-def training(run: RunDir) -> tuple[Section, list[Card]]:
-    t = run.done("train")
-    if t is None:
-        return Section("training", "Training", [_missing(run, "train", "the loss curve")], missing=True), []
-    cfg, st = t.config, t.stats
-    log_path = t.dir / "log.jsonl"
-    rows = list(iter_jsonl(log_path)) if log_path.is_file() else []
-    L = final_losses(rows)
-    blocks: list[Any] = []
-    lora = f", LoRA r {cfg.get('lora_r')} α {cfg.get('lora_alpha')} on {_short(cfg.get('lora_target_modules'))}" \
-        if cfg.get("method") in ("lora", "qlora") else ""
-    blocks.append(Table(["setting", "value"], [
-        ["student", f"`{cfg.get('model')}`"], ["method", f"{cfg.get('method')}{lora}"],
-        ["template", str(cfg.get("template"))], ["training data", f"`{cfg.get('data')}`"],
-        ["examples", _examples_cell(st, cfg)],
-        ["optimizer steps", F.count(st.get("steps"))],
-        ["effective batch", f"{F.count(st.get('effective_batch'))} sequences ({F.count(st.get('world_size'))} "
-                            f"process(es), {st.get('precision')}, packing {'on' if st.get('packing') else 'off'})"],
-        ["learning rate", f"{F.num(cfg.get('lr'))} ({cfg.get('lr_scheduler')})"],
-        ["tokens seen", F.count(st.get("tokens_seen"))],
-        ["first logged train loss", F.num(L["first_train"])],
-        ["final logged train loss", F.num(L["final_train"])],
-        ["mean train loss (whole run)", F.num(L["mean_train"] if L["mean_train"] is not None
-                                              else st.get("train_loss"))],
-        ["final held-out eval loss", F.num(L["final_eval"] if L["final_eval"] is not None else st.get("eval_loss"))
-         if (L["final_eval"] is not None or st.get("eval_loss") is not None) else "not measured (eval_fraction 0)"],
-        ["device", str(st.get("device"))], ["resumed from", str(st.get("resumed_from") or "no (one go)")],
-    ], align="ll", header=False))
-    if L["train"] or L["eval"]:
-        lrs = [(r["step"], r["learning_rate"]) for r in rows if "learning_rate" in r and "step" in r]
-        png = charts.loss_curve(L["train"], L["eval"], lrs,
-                                f"{cfg.get('model')} · {cfg.get('method')} · {cfg.get('data')}")
-        blocks.append(Figure("loss.png", png, "training loss curve",
-                             "Loss per logged optimizer step (from train/log.jsonl), held-out loss where measured, "
-                             "learning rate on the right axis."))
-    elif (t.dir / "loss.png").is_file():
-        blocks.append(Figure("loss.png", (t.dir / "loss.png").read_bytes(), "training loss curve",
-                             "train/loss.png (train/log.jsonl is missing)."))
-    else:
-        blocks.append(Para("train/log.jsonl holds no logged step: no loss curve.", "note"))
-    cards = []
-    if L["final_train"] is not None:
-        cards.append(Card("final train loss", F.num(L["final_train"]),
-                          f"from {F.num(L['first_train'])} at step 1; {F.count(L['steps'])} steps"))
-    return Section("training", "Training", blocks), cards
-
-
-# ----------------------------------------------------------------------------------------------------- merge
-
-
-def merge(run: RunDir) -> Section | None:
-    m = run.stages.get("merge")
-    if m is None:
-        return None  # optional: eval can read the train folder directly
-    if not m.done:
-        return Section("merge", "Merge", [_missing(run, "merge", "the merged model")], missing=True)
-    st = m.stats
-    v = st.get("verification") or {}
-    if v.get("passed") is None:
-        verdict = f"not verified ({v.get('skipped', 'skipped')})"
-    else:
-        verdict = (f"{'passed' if v.get('passed') else 'FAILED'}: relative logit error {F.num(v.get('rel_error'), 3)} "
-                   f"(tolerance {F.num(v.get('tolerance'), 3)}), top-1 agreement {F.pct(v.get('top1_agreement'))} "
-                   f"over {F.count(v.get('positions'))} positions of {F.count(v.get('prompts'))} prompts, against "
-                   f"{v.get('reference', 'the unmerged model')}")
-    mg = st.get("merge") or {}
-    tensors = mg.get("tensors") or {}
-    rows = [["method", str(st.get("method"))], ["target", f"`{st.get('target')}`"],
-            ["adapter", f"`{st.get('adapter')}` (scale {st.get('adapter_scale')})" if st.get("adapter") else F.DASH],
-            ["weights", f"{(st.get('dtype') or {}).get('output')}, {F.nbytes(mg.get('bytes_written'))} in "
-                        f"{F.count(mg.get('shards'))} shard(s); tensors: "
-                        + ", ".join(f"{k} {F.count(n)}" for k, n in tensors.items())],
-            ["verification", verdict], ["output", f"`{m.dir / 'model'}`"]]
-    if st.get("instruct"):
-        rows.insert(2, ["instruct", f"`{st.get('instruct')}`"])
-    blocks: list[Any] = [Table(["setting", "value"], rows, align="ll", header=False)]
-    for w in st.get("warnings") or []:
-        blocks.append(Para(w, "note"))
-    return Section("merge", "Merge", blocks)
 
 
 # --------------------------------------------------------------------------------------------------- timings

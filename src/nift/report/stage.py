@@ -15,7 +15,7 @@ from nift import __version__
 from nift.artifacts import StageContext, StageResult, atomic_open, run_stage
 from nift.config import ReportConfig, scrub
 from nift.errors import InputError
-from nift.report import document, results, sections
+from nift.report import document, examples, results, sections, spending, training
 from nift.report.rundir import RunDir
 
 HTML = "report.html"
@@ -24,18 +24,18 @@ MARKDOWN = "report.md"
 
 def build(cfg: ReportConfig, run: RunDir, out_dir: Path) -> document.Document:
     """The report of `run` as a document (figures included); `out_dir` receives a comparison it computes."""
-    train_section, train_cards = sections.training(run)
+    train_section, train_cards = training.training(run)
     results_section, result_cards, summary = results.results(run, cfg.before, cfg.after, out_dir, cfg.n_boot,
                                                              cfg.seed)
     parts: list[document.Section | None] = [
         sections.overview(run, train_cards + result_cards, cfg.before, cfg.after, summary),
         results_section,
-        results.examples(run, cfg.before, cfg.after, cfg.examples, cfg.example_ids, cfg.example_max_chars),
+        examples.examples(run, cfg.before, cfg.after, cfg.examples, cfg.example_ids, cfg.example_max_chars),
         sections.data(run, cfg.bins),
         sections.audit(run),
         train_section,
-        sections.merge(run),
-        sections.cost(run),
+        training.merge(run),
+        spending.cost(run),
         sections.timings(run),
         sections.config(run),
     ]
