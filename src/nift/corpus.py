@@ -2,8 +2,9 @@
 
 Documents stream one at a time with their location, so a corpus larger than memory can be sampled in one pass.
 Bad rows (malformed JSON, missing field, non-UTF-8 bytes) raise an `InputError` naming file and line, or are
-counted as skips when the caller asked for skipping. A location can be read back later (`read_at`), so the
-sampler keeps only locations, not texts, for seekable sources.
+counted as skips when the caller asked for skipping. A location can be read back later (`Reader`), so the
+sampler keeps only locations, not texts, for seekable sources. Files, lines and rows are read through `nift.io`;
+this module adds what a document is (a text field, a text file, a line of a packaged corpus) and where it came from.
 """
 
 from __future__ import annotations
