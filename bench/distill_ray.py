@@ -30,8 +30,8 @@ SHARED = Path(os.environ.get("NIFT_SHARED", ROOT.parent / "shared"))
 
 
 def prompts(n: int) -> list[str]:
-    from nift.artifacts import read_jsonl
     from nift.config import PrepareConfig
+    from nift.io import read_jsonl
     from nift.prepare import run as prepare
 
     with tempfile.TemporaryDirectory() as tmp:

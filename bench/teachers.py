@@ -40,9 +40,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 SHARED = Path(os.environ.get("NIFT_SHARED", REPO.parent / "shared"))
 
-from nift.artifacts import read_jsonl, read_manifest, write_json  # noqa: E402
+from nift.artifacts import read_manifest, write_json  # noqa: E402
 from nift.audit.heuristics import Heuristics  # noqa: E402
 from nift.config import PAPER_SYSTEM_PROMPT, BackendConfig, DistillConfig, PrepareConfig  # noqa: E402
+from nift.io import read_jsonl  # noqa: E402
 
 TEACHERS = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
 MODES = {

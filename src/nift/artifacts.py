@@ -7,7 +7,8 @@ secrets, config hash, input manifest hashes, row counts, file hashes, timings, s
 - **re-run from scratch** when either changed (files named in `keep` survive, e.g. a request cache),
 - **resumed** when the manifest is missing but the `_started.json` marker matches (work already on disk is kept).
 
-All JSONL/JSON writes are atomic: written to a temporary file, fsync'd, renamed.
+All JSONL/JSON writes are atomic: written to a temporary file, fsync'd, renamed. Reading (inputs, JSONL, JSON)
+is `nift.io`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,8 @@ from typing import IO, Any
 
 from nift import __version__
 from nift.config import StageConfig, redact, scrub_values
-from nift.errors import BadRow, InputError
+from nift.errors import BadRow
+from nift.io import count_lines, parse_json_line
 from nift.locks import is_lock_file, writer_lock
 
 MANIFEST = "manifest.json"
@@ -91,68 +91,12 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def parse_json_line(raw: bytes | str, where: str) -> Any:
-    """One JSON value from a line of a JSONL file (or a whole .json file); a `BadRow` naming `where` (file:line)
-    for what cannot be read, never a bare traceback: bytes that are not UTF-8, malformed JSON, nesting too deep for
-    the parser (RecursionError), an integer too long to convert (Python's 4,300-digit limit), and a lone surrogate
-    escape (\\ud800: valid JSON, but not text that can be written or sent as UTF-8)."""
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise BadRow("non_utf8", f"{where}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})"
-                         ) from None
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as e:
-        at = f"line {e.lineno}, column {e.colno}" if e.lineno > 1 else f"column {e.colno}"  # a whole .json file
-        raise BadRow("malformed_json", f"{where}: malformed JSON at {at}: {e.msg}") from None
-    except RecursionError:
-        raise BadRow("too_deep", f"{where}: JSON nested too deeply to read") from None
-    except ValueError as e:  # int('1' * 5000): the interpreter's limit on digits (CVE-2020-10735)
-        digits = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
-        what = f"a number longer than {digits} digits" if "digits" in str(e) else str(e)
-        raise BadRow("bad_number", f"{where}: {what}") from None
-    if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):  # a valid pair becomes one character; a lone half stays
-        m = _SURROGATE.search(json.dumps(obj, ensure_ascii=False))
-        if m:
-            raise BadRow("not_unicode", f"{where}: a lone surrogate {m.group()!r} in a string: not valid Unicode "
-                         "text (often scraped text cut inside an escaped emoji)")
-    return obj
-
-
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file that nift wrote; a damaged line is an `InputError` naming file and line."""
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                yield parse_json_line(line, f"{path}:{lineno}")
-
-
-def read_json(path: str | Path) -> Any:
-    """A whole JSON file (results.json, a model's config.json); what cannot be read is an `InputError` naming it."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise InputError(f"{path}: cannot be read ({e.strerror})") from None
-    return parse_json_line(raw, str(path))
-
-
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def count_lines(path: str | Path) -> int:
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
 
 
 # -------------------------------------------------------------------------------------------------- stages

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nift.artifacts import parse_json_line, read_json
 from nift.errors import InputError
+from nift.io import parse_json_line, read_json
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"

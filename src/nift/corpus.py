@@ -2,22 +2,22 @@
 
 Documents stream one at a time with their location, so a corpus larger than memory can be sampled in one pass.
 Bad rows (malformed JSON, missing field, non-UTF-8 bytes) raise an `InputError` naming file and line, or are
-counted as skips when the caller asked for skipping. A location can be read back later (`read_at`), so the
-sampler keeps only locations, not texts, for seekable sources.
+counted as skips when the caller asked for skipping. A location can be read back later (`Reader`), so the
+sampler keeps only locations, not texts, for seekable sources. Files, lines and rows are read through `nift.io`;
+this module adds what a document is (a text field, a text file, a line of a packaged corpus) and where it came from.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from nift.artifacts import parse_json_line
 from nift.errors import BadRow, InputError
+from nift.io import LineReader, Source, expand, iter_lines, iter_parquet, open_hf_dataset, open_parquet, parse_object
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".txt": "txt"}
 
@@ -51,48 +51,18 @@ class ReadStats:
     skipped: Counter = field(default_factory=Counter)
 
 
-@dataclass(frozen=True)
-class Source:
-    kind: str
-    path: str
-
-
 def expand_inputs(inputs: list[str], log=print) -> list[Source]:
     """Expand files, directories, globs, `hf:` ids and `builtin:` names into a sorted list of sources."""
     if not inputs:
         raise InputError("no input given: name at least one file, directory, glob, hf: id or builtin: corpus")
     out: list[Source] = []
     for spec in inputs:
-        if spec.startswith("builtin:"):
+        if spec.startswith("builtin:"):  # a packaged corpus: plain text, one document per line
             from nift.assets import corpus_file
 
             out.append(Source("lines", str(corpus_file(spec.split(":", 1)[1], log=log))))
-            continue
-        if spec.startswith("hf:"):
-            out.append(Source("hf", spec[3:]))
-            continue
-        p = Path(spec).expanduser()
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES)
-            if not files:
-                raise InputError(f"{p}: directory holds no {', '.join(SUFFIXES)} files")
-            out += [Source(SUFFIXES[f.suffix.lower()], str(f)) for f in files]
-        elif p.is_file():
-            kind = SUFFIXES.get(p.suffix.lower())
-            if kind is None:
-                raise InputError(f"{p}: unsupported file type {p.suffix!r}; use {', '.join(SUFFIXES)}")
-            out.append(Source(kind, str(p)))
-        elif any(ch in spec for ch in "*?["):
-            matches = sorted(m for m in glob.glob(os.path.expanduser(spec), recursive=True) if Path(m).is_file())
-            if not matches:
-                raise InputError(f"glob {spec!r} matches no file")
-            for m in matches:
-                kind = SUFFIXES.get(Path(m).suffix.lower())
-                if kind is None:
-                    raise InputError(f"{m} (matched by {spec!r}): unsupported file type; use {', '.join(SUFFIXES)}")
-                out.append(Source(kind, m))
         else:
-            raise InputError(f"input not found: {spec}")
+            out += expand([spec], SUFFIXES)
     return out
 
 
@@ -104,9 +74,7 @@ def _decode(raw: bytes, where: str) -> str:
 
 
 def _jsonl_text(raw: bytes, where: str, text_field: str) -> str:
-    obj = parse_json_line(raw, where)
-    if not isinstance(obj, dict):
-        raise BadRow("not_an_object", f"{where}: expected a JSON object, got {type(obj).__name__}")
+    obj = parse_object(raw, where)
     if obj.get(text_field, 0) is None:
         raise BadRow("null_field", f"{where}: field {text_field!r} is null")
     if text_field not in obj:
@@ -130,6 +98,11 @@ def iter_documents(
             raise InputError(f"{err} (set on_bad_row: skip to count and skip such rows)")
         stats.skipped[err.reason] += 1
 
+    def advance(n: int) -> None:
+        stats.bytes += n
+        if progress is not None:
+            progress.update(n)
+
     for src in sources:
         stats.files += 1
         if src.kind == "hf":
@@ -141,82 +114,55 @@ def iter_documents(
             continue
         if src.kind == "parquet":
             yield from _iter_parquet(src.path, text_field, stats, bad)
-            if progress is not None:
-                progress.update(size)
-            stats.bytes += size
-            continue
-        if src.kind == "txt":
-            with open(src.path, "rb") as f:
-                raw = f.read()
-            stats.bytes += size
+            advance(size)
+        elif src.kind == "txt":
+            raw = Path(src.path).read_bytes()
+            advance(size)
             stats.rows += 1
-            if progress is not None:
-                progress.update(size)
             try:
                 yield _decode(raw, src.path), Location("txt", src.path)
             except BadRow as e:
                 bad(e)
+        else:
+            yield from _iter_lines(src, size, text_field, stats, bad, advance)
+
+
+def _iter_lines(src: Source, size: int, text_field: str, stats: ReadStats, bad: Callable[[BadRow], None],
+                advance: Callable[[int], None]) -> Iterator[tuple[str, Location]]:
+    """A jsonl or lines file, line by line, each location with its byte offset for read-back; every byte of the
+    file (blank lines too) is counted as read."""
+    read = 0
+    for line in iter_lines(src.path):
+        end = line.offset + len(line.raw)
+        advance(end - read)  # this line and the blank lines before it
+        read = end
+        stats.rows += 1
+        where = f"{src.path}:{line.lineno}"
+        try:
+            if src.kind == "jsonl":
+                text = _jsonl_text(line.raw, where, text_field)
+            else:
+                text = _decode(line.raw.rstrip(b"\r\n"), where)
+        except BadRow as e:
+            bad(e)
             continue
-        # jsonl or lines: stream line by line, tracking byte offsets for read-back
-        with open(src.path, "rb") as f:
-            offset = 0
-            for lineno, raw in enumerate(f, start=1):
-                n = len(raw)
-                stats.bytes += n
-                if progress is not None:
-                    progress.update(n)
-                start, offset = offset, offset + n
-                if not raw.strip():
-                    continue
-                stats.rows += 1
-                where = f"{src.path}:{lineno}"
-                try:
-                    if src.kind == "jsonl":
-                        text = _jsonl_text(raw, where, text_field)
-                    else:
-                        text = _decode(raw.rstrip(b"\r\n"), where)
-                except BadRow as e:
-                    bad(e)
-                    continue
-                yield text, Location(src.kind, src.path, lineno, start)
+        yield text, Location(src.kind, src.path, line.lineno, line.offset)
+    advance(size - read)  # blank lines at the end
 
 
 def _iter_parquet(path: str, text_field: str, stats: ReadStats, bad) -> Iterator[tuple[str, Location]]:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
-        raise InputError(f"{path}: not a readable Parquet file: {e}") from None
+    pf = open_parquet(path)
     names = pf.schema_arrow.names
     if text_field not in names:
         raise InputError(f"{path}: no column {text_field!r} (columns: {', '.join(names)}); set text_field")
-    row = 0
-    for batch in pf.iter_batches(columns=[text_field], batch_size=4096):
-        for value in batch.column(0).to_pylist():
-            stats.rows += 1
-            if not isinstance(value, str):
-                bad(BadRow("not_a_string", f"{path}: row {row}: column {text_field!r} is "
-                           f"{'null' if value is None else type(value).__name__}, not a string"))
-            else:
-                yield value, Location("parquet", path, row)
-            row += 1
-
-
-def open_hf_dataset(spec: str) -> Any:
-    """`NAME[:CONFIG][@SPLIT]` (the part after `hf:`), streamed with `datasets` (needs the network)."""
-    try:
-        import datasets
-    except ImportError:
-        from nift.errors import missing_package
-
-        raise missing_package("datasets", "hub", "reading hf: datasets") from None
-    name, _, split = spec.partition("@")
-    name, _, config = name.partition(":")
-    try:
-        return datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
-    except Exception as e:  # noqa: BLE001 - hub, network and schema errors all end here
-        raise InputError(f"hf:{spec}: could not open the dataset: {e}") from None
+    for row, rec in enumerate(iter_parquet(pf, [text_field])):
+        value = rec[text_field]
+        stats.rows += 1
+        if not isinstance(value, str):
+            bad(BadRow("not_a_string", f"{path}: row {row}: column {text_field!r} is "
+                       f"{'null' if value is None else type(value).__name__}, not a string"))
+        else:
+            yield value, Location("parquet", path, row)
 
 
 def _iter_hf(spec: str, text_field: str, stats: ReadStats) -> Iterator[tuple[str, Location]]:
@@ -235,35 +181,23 @@ class Reader:
 
     def __init__(self, locs: list[Location], text_field: str):
         self.text_field = text_field
-        self._files: dict[str, Any] = {}
+        self._lines = LineReader()
         self._parquet: dict[Location, str] = {}
         wanted: dict[str, dict[int, Location]] = {}
         for loc in locs:
             if loc.kind == "parquet":
                 wanted.setdefault(loc.path, {})[loc.line] = loc
         for path, rows in wanted.items():
-            import pyarrow.parquet as pq
-
-            row = 0
-            for batch in pq.ParquetFile(path).iter_batches(columns=[text_field], batch_size=4096):
-                col = batch.column(0)
-                for i in range(len(col)):
-                    if row + i in rows:
-                        self._parquet[rows[row + i]] = col[i].as_py()
-                row += len(col)
+            for row, rec in enumerate(iter_parquet(open_parquet(path), [text_field])):
+                if row in rows:
+                    self._parquet[rows[row]] = rec[text_field]
 
     def read(self, loc: Location) -> str:
         if loc.kind == "txt":
             return Path(loc.path).read_bytes().decode("utf-8")
         if loc.kind == "parquet":
             return self._parquet.pop(loc)
-        f = self._files.get(loc.path)
-        if f is None:
-            f = self._files[loc.path] = open(loc.path, "rb")  # noqa: SIM115 - closed in close()
-        f.seek(loc.offset)
-        return _jsonl_text(f.readline(), loc.label(), self.text_field)
+        return _jsonl_text(self._lines.line_at(loc.path, loc.offset), loc.label(), self.text_field)
 
     def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
+        self._lines.close()

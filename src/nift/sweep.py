@@ -25,9 +25,10 @@ from typing import Any
 import yaml
 
 from nift import pipeline
-from nift.artifacts import read_json, read_manifest, write_json
+from nift.artifacts import read_manifest, write_json
 from nift.config import load_config
 from nift.errors import ConfigError
+from nift.io import read_json
 
 # Metrics plotted when present in eval/after/results.json: (label, path in results.json).
 METRICS = [

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nift.artifacts import parse_json_line
-from nift.errors import BadRow, InputError
+from nift.errors import InputError
+from nift.io import JsonlIndex, enumerate_jsonl, iter_json_list
 from nift.templates import Conversation
 
 STAGE_SOURCES = ("distill", "audit")
@@ -81,19 +81,10 @@ def resolve_source(data: str, run_dir: str | Path) -> DataSpec:
 def _rows(path: Path) -> Iterator[tuple[str, Any]]:
     """(where, row) for a JSONL file (one object per line) or a JSON file holding a list."""
     if path.suffix == ".json":
-        try:
-            data = parse_json_line(path.read_bytes(), str(path))
-        except BadRow as e:
-            raise InputError(f"not valid JSON: {e}") from None
-        if not isinstance(data, list):
-            raise InputError(f"{path}: a .json data file must hold a list of examples")
-        for i, row in enumerate(data):
-            yield f"{path}[{i}]", row
+        yield from iter_json_list(path)
         return
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                yield f"{path}:{n}", parse_json_line(line, f"{path}:{n}")  # BadRow: an InputError naming the line
+    for n, row in enumerate_jsonl(path):  # BadRow: an InputError naming the line
+        yield f"{path}:{n}", row
 
 
 def _field(row: Any, where: str, name: str, hint: str = "") -> Any:
@@ -171,9 +162,17 @@ def _pairs(path: Path, pf: str, cf: str, skipped: Counter) -> Iterator[Conversat
 def _join_stage(data: Path, prepare: Path, skipped: Counter, cut_policy: str = "no_eos") -> Iterator[Conversation]:
     if cut_policy not in CUT_POLICIES:  # pragma: no cover - the config restricts the choices
         raise InputError(f"unknown cut_at_max_tokens {cut_policy!r}")
-    prompts: dict[str, str] = {}
-    for where, row in _rows(prepare):
-        prompts[str(_field(row, where, "id"))] = _field(row, where, "prompt")
+    with JsonlIndex(prepare, _prepare_id) as prompts:  # prepare's rows by id: offsets in memory, not prompts
+        yield from _joined(data, prepare, prompts, skipped, cut_policy)
+
+
+def _prepare_id(row: Any, where: str) -> str:
+    _field(row, where, "prompt")  # a prepare row without a prompt fails here, before any training row is read
+    return str(_field(row, where, "id"))
+
+
+def _joined(data: Path, prepare: Path, prompts: JsonlIndex, skipped: Counter, cut_policy: str
+            ) -> Iterator[Conversation]:
     seen: set[str] = set()
     for where, row in _rows(data):
         rid = str(_field(row, where, "id"))
@@ -191,7 +190,7 @@ def _join_stage(data: Path, prepare: Path, skipped: Counter, cut_policy: str = "
         if cut and cut_policy == "drop":
             skipped["cut_at_max_tokens"] += 1
             continue
-        yield Conversation.single(prompts[rid], completion, rid, where, ends=not cut)
+        yield Conversation.single(prompts.get(rid)["prompt"], completion, rid, where, ends=not cut)
 
 
 def _alpaca(path: Path, skipped: Counter) -> Iterator[Conversation]:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nift.artifacts import read_jsonl, write_json, write_jsonl
+from nift.artifacts import write_json, write_jsonl
 from nift.config import PrepareConfig
+from nift.io import read_jsonl
 from nift.prepare import run as prepare_run
 
 GERMAN = ("Die Stadtverwaltung hat am Dienstag beschlossen, den Radweg am Fluss um zwölf Kilometer zu verlängern. "

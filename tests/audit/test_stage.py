@@ -8,11 +8,11 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from nift.artifacts import read_jsonl
 from nift.audit import run
 from nift.cli import main
 from nift.config import AuditConfig
 from nift.errors import InputError
+from nift.io import read_jsonl
 
 
 def audit(run_dir, shared_data, **kw):
@@ -155,7 +155,7 @@ def test_chat_format_targets_the_last_assistant_turn(tmp_path):
     share = {"id": 7, "conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}]}
     r = normalise(share, "chat", "f:2", "d", "text", None)
     assert (r.id, r.prompt, r.completion) == ("7", "User: Q?", "A.")
-    from nift.audit.rows import BadRow
+    from nift.errors import BadRow
 
     with pytest.raises(BadRow, match="turn 0 needs string role"):
         normalise({"messages": [{"role": "user"}]}, "chat", "f:3", "d", "text", None)

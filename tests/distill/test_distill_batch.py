@@ -18,13 +18,13 @@ import pytest
 from helpers.corpora import prepared_run
 from helpers.fake_providers import FakeProviders
 
-from nift.artifacts import read_jsonl
 from nift.config import BackendConfig, DistillConfig
 from nift.distill import Request, run, run_requests
 from nift.distill.backends import make_backend
 from nift.distill.engine import _prepare
 from nift.distill.store import Store
 from nift.distill.types import RunSummary
+from nift.io import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 

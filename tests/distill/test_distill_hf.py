@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from helpers.corpora import prepared_run
 
-from nift.artifacts import read_jsonl, read_manifest
+from nift.artifacts import read_manifest
 from nift.cli import main
 from nift.config import BackendConfig, DistillConfig
 from nift.distill import Request, run, run_requests
 from nift.distill.backends.hf import HFBackend
 from nift.errors import InputError
+from nift.io import read_jsonl
 
 
 def cfg(model: str, **kw) -> BackendConfig:

@@ -16,9 +16,10 @@ import pytest
 from helpers.corpora import prepared_run
 from helpers.faultproxy import FaultProxy
 
-from nift.artifacts import read_jsonl, read_manifest
+from nift.artifacts import read_manifest
 from nift.config import BackendConfig, Price
 from nift.distill import Request, run_requests
+from nift.io import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,11 +16,11 @@ import time
 import pytest
 from helpers.corpora import prepared_run
 
-from nift.artifacts import read_jsonl
 from nift.cli import main
 from nift.config import BackendConfig, DistillConfig, RayConfig
 from nift.distill import run, run_requests, text_request
 from nift.errors import ConfigError, NiftError
+from nift.io import read_jsonl
 
 N_PROMPTS = 16
 

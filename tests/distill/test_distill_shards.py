@@ -9,9 +9,10 @@ import shutil
 
 from helpers.corpora import prepared_run
 
-from nift.artifacts import read_jsonl, read_manifest
+from nift.artifacts import read_manifest
 from nift.cli import main
 from nift.distill.stage import shard_rows
+from nift.io import read_jsonl
 
 MODEL = "claude-3-haiku-20240307"
 

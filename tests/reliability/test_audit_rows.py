@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from nift.artifacts import read_jsonl
 from nift.audit.stage import run
 from nift.config import AuditConfig
 from nift.errors import InputError
+from nift.io import read_jsonl
 
 QUIET = {"log": lambda *_: None}
 

@@ -1,4 +1,4 @@
-"""Every reader of a JSON or JSONL file goes through `artifacts.parse_json_line` (issue 13, item 4): deep nesting, a
+"""Every reader of a JSON or JSONL file goes through `nift.io.parse_json_line` (issue 13, item 4): deep nesting, a
 5,000-digit integer and a lone surrogate in a file nift reads back are an error naming the file (and the line of a
 JSONL file), never a traceback (RecursionError, ValueError) and never text that fails later when written or sent."""
 
@@ -29,9 +29,9 @@ def _jsonl(tmp_path: Path, reason: str, name: str = "data.jsonl") -> Path:
 
 
 def _prepare_index(path: Path) -> None:
-    from nift.audit.rows import PrepareIndex
+    from nift.audit.rows import prepare_index
 
-    PrepareIndex(str(path)).close()
+    prepare_index(str(path)).close()
 
 
 def _benchmark_records(path: Path) -> None:
@@ -129,7 +129,7 @@ def test_json_file_readers_name_the_file(tmp_path: Path, reader: str, reason: st
 
 
 def test_malformed_json_file_names_its_line(tmp_path: Path):
-    from nift.artifacts import read_json
+    from nift.io import read_json
 
     path = tmp_path / "results.json"
     path.write_text('{\n  "a": 1,\n  "b": oops\n}\n', encoding="utf-8")

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from nift import benchmarks
-from nift.audit.rows import BadRow, iter_raw
-from nift.errors import InputError
+from nift.errors import BadRow, InputError
+from nift.io import iter_records
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def prompts_of(benchmark: str, record: dict[str, Any], index: int) -> list[Bench
 
 def _from_file(benchmark: str, path: Path) -> list[BenchmarkPrompt]:
     out: list[BenchmarkPrompt] = []
-    for i, (_where, rec) in enumerate(iter_raw(str(path))):
+    for i, (_where, rec) in enumerate(iter_records(str(path))):
         if isinstance(rec, BadRow):
             raise InputError(f"benchmark {benchmark}: {rec}")
         out += prompts_of(benchmark, rec, i)

@@ -19,19 +19,16 @@ Formats (one per input; `auto` decides from the first row's fields and says whic
 
 from __future__ import annotations
 
-import glob
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nift.artifacts import parse_json_line
 from nift.errors import BadRow, InputError
+from nift.io import JsonlIndex, iter_records
 
 FORMATS = ("distill", "prepare", "alpaca", "text", "chat")
-_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
 _ROLES = {"human": "User", "user": "User", "gpt": "Assistant", "assistant": "Assistant", "system": "System",
           "chatgpt": "Assistant", "bing": "Assistant", "bard": "Assistant", "model": "Assistant"}
 
@@ -66,103 +63,11 @@ def join_text(prompt: str, completion: str) -> str:
     return prompt + " " + completion
 
 
-# ------------------------------------------------------------------------------------------------ files
-
-
-def expand(specs: list[str]) -> list[str]:
-    """Files, directories, globs and hf: ids, in a stable order."""
-    out: list[str] = []
-    for spec in specs:
-        if spec.startswith("hf:"):
-            out.append(spec)
-            continue
-        p = Path(spec).expanduser()
-        if p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in _SUFFIXES)
-            if not found:
-                raise InputError(f"{p}: directory holds no {', '.join(_SUFFIXES)} files")
-            out += found
-        elif p.is_file():
-            if p.suffix.lower() not in _SUFFIXES:
-                raise InputError(f"{p}: unsupported file type {p.suffix!r}; use {', '.join(_SUFFIXES)}")
-            out.append(str(p))
-        elif any(ch in spec for ch in "*?["):
-            found = sorted(m for m in glob.glob(os.path.expanduser(spec), recursive=True)
-                           if Path(m).is_file() and Path(m).suffix.lower() in _SUFFIXES)
-            if not found:
-                raise InputError(f"glob {spec!r} matches no {', '.join(_SUFFIXES)} file")
-            out += found
-        else:
-            raise InputError(f"input not found: {spec}")
-    return out
-
-
-def _parse_line(raw: bytes, where: str) -> dict[str, Any]:
-    obj = parse_json_line(raw, where)
-    if not isinstance(obj, dict):
-        raise BadRow("not_an_object", f"{where}: expected a JSON object, got {type(obj).__name__}")
-    return obj
-
-
-def iter_raw(path: str) -> Iterator[tuple[str, dict[str, Any] | BadRow]]:
-    """(where, row-or-BadRow) for every row of one input; bad rows are yielded, not raised, so the caller decides."""
-    if path.startswith("hf:"):
-        yield from _iter_hf(path[3:])
-        return
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if p.stat().st_size == 0:
-        raise InputError(f"{p}: empty file")
-    if suffix == ".parquet":
-        yield from _iter_parquet(p)
-        return
-    if suffix == ".json":
-        with open(p, "rb") as f:
-            head = f.read(4096).lstrip()
-        if head.startswith(b"["):
-            try:
-                data = parse_json_line(p.read_bytes(), str(p))
-            except BadRow as e:
-                raise InputError(f"not valid JSON: {e}") from None
-            for i, obj in enumerate(data):
-                where = f"{p}[{i}]"
-                yield where, obj if isinstance(obj, dict) else BadRow(
-                    "not_an_object", f"{where}: expected a JSON object, got {type(obj).__name__}")
-            return
-    with open(p, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            where = f"{p}:{lineno}"
-            try:
-                yield where, _parse_line(raw, where)
-            except BadRow as e:
-                yield where, e
-
-
-def _iter_parquet(p: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(p)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
-        raise InputError(f"{p}: not a readable Parquet file: {e}") from None
-    i = 0
-    for batch in pf.iter_batches(batch_size=4096):
-        for obj in batch.to_pylist():
-            yield f"{p}#row{i}", obj
-            i += 1
-
-
-def _iter_hf(spec: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    from nift.corpus import open_hf_dataset
-
-    for i, ex in enumerate(open_hf_dataset(spec)):
-        yield f"hf:{spec}#row{i}", dict(ex)
+# ----------------------------------------------------------------------------------------------- formats
 
 
 def first_row(path: str) -> dict[str, Any]:
-    for _where, obj in iter_raw(path):
+    for _where, obj in iter_records(path):
         if isinstance(obj, BadRow):
             raise InputError(f"{obj} (cannot tell the format of {path} from it; set format)")
         return obj
@@ -197,32 +102,15 @@ def sibling_prepare(distill_file: str) -> str | None:
 # ---------------------------------------------------------------------------------------------- joining
 
 
-class PrepareIndex:
-    """Prompt and reference of prepare rows by id, read on demand through a byte-offset index."""
+def _prepare_id(row: Any, where: str) -> str:
+    if not isinstance(row, dict) or "id" not in row:
+        raise InputError(f"{where}: not a prepare row (no id); re-run nift prepare")
+    return str(row["id"])
 
-    def __init__(self, path: str):
-        self.path = path
-        self.offsets: dict[str, tuple[int, int]] = {}  # id -> (byte offset, line)
-        offset = 0
-        with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                if raw.strip():
-                    row = parse_json_line(raw, f"{path}:{lineno}")
-                    if not isinstance(row, dict) or "id" not in row:
-                        raise InputError(f"{path}:{lineno}: not a prepare row (no id); re-run nift prepare")
-                    self.offsets[str(row["id"])] = (offset, lineno)
-                offset += len(raw)
-        self._f = open(path, "rb")  # noqa: SIM115 - closed by close()
 
-    def get(self, row_id: str) -> dict[str, Any] | None:
-        at = self.offsets.get(row_id)
-        if at is None:
-            return None
-        self._f.seek(at[0])
-        return parse_json_line(self._f.readline(), f"{self.path}:{at[1]}")
-
-    def close(self) -> None:
-        self._f.close()
+def prepare_index(path: str) -> JsonlIndex:
+    """Prompt and reference of a run's prepare rows by id, read on demand (memory: one offset per row)."""
+    return JsonlIndex(path, _prepare_id)
 
 
 # ---------------------------------------------------------------------------------------------- normalising
@@ -264,7 +152,7 @@ def _chat(obj: dict[str, Any], where: str) -> tuple[str | None, str, str]:
 
 
 def normalise(obj: dict[str, Any], fmt: str, where: str, dataset: str, text_field: str,
-              prepare: PrepareIndex | None) -> AuditRow:
+              prepare: JsonlIndex | None) -> AuditRow:
     """One input row as an AuditRow; raises BadRow naming the file, line and field."""
     row_id = str(obj["id"]) if obj.get("id") is not None else where
     if fmt == "distill":
@@ -304,9 +192,9 @@ def normalise(obj: dict[str, Any], fmt: str, where: str, dataset: str, text_fiel
 
 def iter_rows(ds: Dataset, text_field: str, on_bad_row: str, skipped: Counter) -> Iterator[AuditRow]:
     """Stream one dataset's rows; a bad row stops with its file and line, or is counted when skipping."""
-    prepare = PrepareIndex(ds.prepare) if ds.prepare else None
+    prepare = prepare_index(ds.prepare) if ds.prepare else None
     try:
-        for where, obj in iter_raw(ds.path):
+        for where, obj in iter_records(ds.path):
             try:
                 if isinstance(obj, BadRow):
                     raise obj

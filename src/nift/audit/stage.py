@@ -24,15 +24,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nift.artifacts import StageContext, atomic_open, count_lines, read_jsonl, read_manifest, run_stage
+from nift.artifacts import StageContext, atomic_open, read_manifest, run_stage
 from nift.audit.benchmarks import load_benchmarks
 from nift.audit.decontam import NgramIndex
 from nift.audit.heuristics import Heuristics, LanguageDetector, majority_language
 from nift.audit.judge import Sampler
-from nift.audit.rows import AuditRow, Dataset, detect_format, expand, first_row, iter_rows, sibling_prepare
+from nift.audit.rows import AuditRow, Dataset, detect_format, first_row, iter_rows, sibling_prepare
 from nift.audit.summary import DatasetTally, markdown
 from nift.config import AuditConfig
 from nift.errors import InputError
+from nift.io import RECORD_SUFFIXES, count_lines, expand, read_jsonl
 
 OUTPUT = "data.jsonl"
 FLAGS = "flags.jsonl"
@@ -61,7 +62,7 @@ def resolve_datasets(cfg: AuditConfig, run_dir: Path, log: Callable[[str], None]
         name = cfg.dataset_names[0] if cfg.dataset_names else f"{teacher} continuous" if teacher else "distill"
         return [Dataset(name, str(distill / "data.jsonl"), "distill", str(prepare / "data.jsonl"))], {
             "prepare": prepare, "distill": distill}
-    paths = expand(cfg.input)
+    paths = [src.spec for src in expand(cfg.input, RECORD_SUFFIXES, skip_other_files=True)]
     if cfg.dataset_names and len(cfg.dataset_names) != len(paths):
         raise InputError(f"dataset_names has {len(cfg.dataset_names)} names for {len(paths)} inputs "
                          f"({', '.join(paths)}): give one name per input file")

@@ -14,11 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nift.artifacts import StageContext, manifest_hash, parse_json_line, run_stage, write_jsonl
+from nift.artifacts import StageContext, manifest_hash, run_stage, write_jsonl
 from nift.config import DistillConfig
 from nift.distill.engine import estimate_requests, run_requests
 from nift.distill.types import BudgetReached, Request, RunSummary
 from nift.errors import BadRow, InputError, NiftError
+from nift.io import iter_lines, parse_json_line
 
 OUTPUT = "data.jsonl"
 CACHE = "cache.sqlite"
@@ -31,30 +32,27 @@ def read_prompts(prep_dir: Path, limit: int | None, on_empty: str) -> tuple[list
     if not path.is_file():
         raise InputError(f"{path} is missing: run `nift prepare` first (same --run-dir)")
     rows, empty, seen = [], [], set()
-    with open(path, "rb") as f:  # bytes: a non-UTF-8 byte is an error naming the line, not a bare decode error
-        for lineno, line in enumerate(f, start=1):
-            if limit is not None and len(rows) + len(empty) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = parse_json_line(line, f"{path}:{lineno}")
-            except BadRow as e:
-                raise InputError(f"{e}; re-run `nift prepare` (or fix the file)") from None
-            if not isinstance(row, dict) or not isinstance(row.get("id"), str):
-                raise InputError(f"{path}:{lineno}: field 'id' is missing or not a string")
-            if not isinstance(row.get("prompt"), str):
-                raise InputError(f"{path}:{lineno}: field 'prompt' is missing or not a string (id {row['id']})")
-            if row["id"] in seen:
-                raise InputError(f"{path}:{lineno}: id {row['id']!r} appears twice")
-            seen.add(row["id"])
-            if not row["prompt"].strip():
-                if on_empty == "error":
-                    raise InputError(f"{path}:{lineno}: field 'prompt' is empty (id {row['id']}); fix the input or "
-                                     "set --on-empty-prompt skip")
-                empty.append(row["id"])
-                continue
-            rows.append({"id": row["id"], "prompt": row["prompt"]})
+    for lineno, _offset, line in iter_lines(path):  # parsed one at a time: lines past `limit` are never read
+        if limit is not None and len(rows) + len(empty) >= limit:
+            break
+        try:
+            row = parse_json_line(line, f"{path}:{lineno}")
+        except BadRow as e:
+            raise InputError(f"{e}; re-run `nift prepare` (or fix the file)") from None
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+            raise InputError(f"{path}:{lineno}: field 'id' is missing or not a string")
+        if not isinstance(row.get("prompt"), str):
+            raise InputError(f"{path}:{lineno}: field 'prompt' is missing or not a string (id {row['id']})")
+        if row["id"] in seen:
+            raise InputError(f"{path}:{lineno}: id {row['id']!r} appears twice")
+        seen.add(row["id"])
+        if not row["prompt"].strip():
+            if on_empty == "error":
+                raise InputError(f"{path}:{lineno}: field 'prompt' is empty (id {row['id']}); fix the input or "
+                                 "set --on-empty-prompt skip")
+            empty.append(row["id"])
+            continue
+        rows.append({"id": row["id"], "prompt": row["prompt"]})
     return rows, empty
 
 

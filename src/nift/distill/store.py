@@ -19,10 +19,10 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from nift.artifacts import parse_json_line
 from nift.config import hash_obj
 from nift.distill.types import Result
 from nift.errors import InputError, NiftError
+from nift.io import read_jsonl
 from nift.locks import writer_lock
 
 _SCHEMA = """
@@ -194,9 +194,7 @@ class Store:
         how many. Their attempts are settled, so they are not counted as lost in transit."""
         if not self.unsaved_path.is_file():
             return 0
-        with open(self.unsaved_path, "rb") as f:
-            entries = [parse_json_line(line, f"{self.unsaved_path}:{i}") for i, line in enumerate(f, start=1)
-                       if line.strip()]
+        entries = list(read_jsonl(self.unsaved_path))
         with self._lock:
             self._insert(entries)
         os.unlink(self.unsaved_path)

@@ -16,9 +16,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from nift.artifacts import MANIFEST, parse_json_line, read_json, write_json
+from nift.artifacts import MANIFEST, write_json
 from nift.errors import InputError
 from nift.eval import stats
+from nift.io import enumerate_jsonl, read_json
 
 PER_ITEM = "per_item.jsonl"
 RESULTS = "results.json"
@@ -40,23 +41,19 @@ def read_per_item(path: Path) -> tuple[list[Item], list[str]]:
     naming file and line, since McNemar's test would treat it as a pass."""
     items: list[Item] = []
     nonfinite: dict[str, list[int]] = defaultdict(list)
-    with open(path, "rb") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            row = parse_json_line(line, f"{path}:{i}")
-            try:
-                metric, unit, raw, kind = row["metric"], str(row["unit"]), row["value"], row["kind"]
-                value = float(raw)
-            except (KeyError, TypeError, ValueError):
-                raise InputError(f"{path}:{i}: expected metric, unit, value and kind") from None
-            if not math.isfinite(value):
-                nonfinite[metric].append(i)
-                continue
-            if kind == "binary" and (isinstance(raw, str) or value not in (0.0, 1.0)):
-                raise InputError(f"{path}:{i}: {metric} is pass/fail but its value is {raw!r}: expected 0, 1, true "
-                                 "or false")
-            items.append(Item(metric, unit, value, kind, row.get("better", "+")))
+    for i, row in enumerate_jsonl(path):
+        try:
+            metric, unit, raw, kind = row["metric"], str(row["unit"]), row["value"], row["kind"]
+            value = float(raw)
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{path}:{i}: expected metric, unit, value and kind") from None
+        if not math.isfinite(value):
+            nonfinite[metric].append(i)
+            continue
+        if kind == "binary" and (isinstance(raw, str) or value not in (0.0, 1.0)):
+            raise InputError(f"{path}:{i}: {metric} is pass/fail but its value is {raw!r}: expected 0, 1, true "
+                             "or false")
+        items.append(Item(metric, unit, value, kind, row.get("better", "+")))
     warnings = [f"{path}: {len(lines)} value(s) of {metric} are not finite numbers (line {lines[0]}"
                 f"{', ...' if len(lines) > 1 else ''}); left out as missing"
                 for metric, lines in sorted(nonfinite.items())]

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from nift import benchmarks
-from nift.artifacts import parse_json_line, read_json
 from nift.errors import InputError
+from nift.io import as_object, enumerate_jsonl, read_json
 
 # ------------------------------------------------------------------------------------------------ reading
 
@@ -31,21 +31,15 @@ def read_records(path: Path, required: dict[str, type | tuple[type, ...]]) -> li
     if not path.is_file():
         raise InputError(f"benchmark file not found: {path}")
     rows = []
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            row = parse_json_line(line, f"{path}:{lineno}")
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            for name, typ in required.items():
-                if name not in row:
-                    raise InputError(f"{path}:{lineno}: missing field {name!r}")
-                if not isinstance(row[name], typ):
-                    raise InputError(f"{path}:{lineno}: field {name!r} has the wrong type "
-                                     f"({type(row[name]).__name__})")
-            row["_line"] = lineno
-            rows.append(row)
+    for lineno, value in enumerate_jsonl(path):
+        row = as_object(value, f"{path}:{lineno}")
+        for name, typ in required.items():
+            if name not in row:
+                raise InputError(f"{path}:{lineno}: missing field {name!r}")
+            if not isinstance(row[name], typ):
+                raise InputError(f"{path}:{lineno}: field {name!r} has the wrong type ({type(row[name]).__name__})")
+        row["_line"] = lineno
+        rows.append(row)
     if not rows:
         raise InputError(f"{path}: no rows")
     return rows

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nift import artifacts
+from nift import io
 from nift.artifacts import MANIFEST, sha256_file
 from nift.errors import InputError
 from nift.stages import NAMES
@@ -30,14 +30,14 @@ COMMANDS = {
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        return artifacts.read_json(path)
+        return io.read_json(path)
     except InputError as e:
         raise InputError(f"{e}; re-run the stage that wrote it") from None
 
 
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     try:
-        yield from artifacts.read_jsonl(path)
+        yield from io.read_jsonl(path)
     except InputError as e:
         raise InputError(f"{e}; re-run the stage that wrote it") from None
     except OSError as e:
