@@ -247,16 +247,17 @@ def iter_records(path: str) -> Iterator[tuple[str, dict[str, Any] | BadRow]]:
             head = f.read(4096).lstrip()
         if head.startswith(b"["):  # a list of objects; else JSONL under a .json name
             for where, obj in iter_json_list(p):
-                yield where, _object_or_bad(lambda obj=obj, where=where: as_object(obj, where))
+                yield where, _object_or_bad(as_object, obj, where)
             return
     for line in iter_lines(p):
         where = f"{p}:{line.lineno}"
-        yield where, _object_or_bad(lambda line=line, where=where: parse_object(line.raw, where))
+        yield where, _object_or_bad(parse_object, line.raw, where)
 
 
-def _object_or_bad(read: Callable[[], dict[str, Any]]) -> dict[str, Any] | BadRow:
+def _object_or_bad(read: Callable[[Any, str], dict[str, Any]], value: Any, where: str) -> dict[str, Any] | BadRow:
+    """`read(value, where)`, or the `BadRow` it raised (returned, for the caller to raise or count)."""
     try:
-        return read()
+        return read(value, where)
     except BadRow as e:
         return e
 
