@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from nift import __version__
-from nift.config import STAGE_CONFIGS, StageConfig, load_config
+from nift.config import StageConfig, load_config, stage_configs
 from nift.errors import NiftError
 from nift.stages import STAGES
 
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nift {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, stage in STAGES.items():
-        cls = STAGE_CONFIGS[name]
+        cls = stage_configs()[name]
         p = sub.add_parser(name, help=stage.summary, description=(cls.__doc__ or stage.summary).strip())
         _common(p)
         add_config_options(p, cls)
@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_stage(args: argparse.Namespace) -> int:
-    cls = STAGE_CONFIGS[args.stage]
+    cls = stage_configs()[args.stage]
     vals, names = collect_overrides(args, cls)
     top = {"run_dir": args.run_dir} if args.run_dir else {}
     cfg = load_config(args.config, overrides={args.stage: vals}, cli_names=names, top_overrides=top)

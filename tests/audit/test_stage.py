@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from nift.audit import run
+from nift.audit.config import AuditConfig
 from nift.cli import main
-from nift.config import AuditConfig
 from nift.errors import InputError
 from nift.io import read_jsonl
 

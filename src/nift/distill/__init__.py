@@ -23,9 +23,10 @@ Run as: nift distill --config quickstart
 
 from __future__ import annotations
 
-from nift.config import PAPER_SYSTEM_PROMPT, BackendConfig, DistillConfig, Price
+from nift.distill.config import DistillConfig
 from nift.distill.engine import Results, estimate_requests, run_requests
 from nift.distill.types import BackendAbort, BudgetReached, Request, Result, RunSummary
+from nift.llm.config import PAPER_SYSTEM_PROMPT, BackendConfig, Price
 
 
 def text_request(id: str, text: str, cfg: BackendConfig, max_tokens: int | None = None) -> Request:
