@@ -162,7 +162,8 @@ def test_chat_format_targets_the_last_assistant_turn(tmp_path):
 
 
 def test_cli_builds_the_judge_from_dotted_flags():
-    from nift.cli import build_parser, collect_overrides
+    from nift.cli import build_parser
+    from nift.cli_options import collect_overrides
     from nift.config import load_config
 
     args = build_parser().parse_args(["audit", "--judge.backend", "openai", "--judge.model", "gpt-4o",

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from helpers.chat_server import chat_server
 
-from nift.cli import build_parser, collect_overrides
+from nift.cli import build_parser
+from nift.cli_options import collect_overrides
 from nift.config import load_config
 from nift.errors import ConfigError
 from nift.eval.config import EvalConfig
