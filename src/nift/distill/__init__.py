@@ -2,7 +2,7 @@
 
 Public API (for the distill stage, eval's judging and answer generation, audit's judge):
 
-- `BackendConfig` (pydantic, from `nift.config`): backend (hf | vllm | openai | anthropic | openai-batch |
+- `BackendConfig` (pydantic, from `nift.llm.config`): backend (hf | vllm | openai | anthropic | openai-batch |
   anthropic-batch), model, base_url, api_key_env, system_prompt, endpoint (chat | completions), max_tokens,
   temperature, stop, concurrency, rpm, tpm, timeout_s, max_retries, batch_size, device, dtype, context_tokens,
   on_long_prompt, prices (overrides), poll_interval_s, batch_max_requests.
