@@ -125,7 +125,7 @@ def main() -> None:
                                for p, d in zip(prep[:nl], dist[:nl], strict=True)])
 
     from nift.audit import run
-    from nift.config import AuditConfig
+    from nift.audit.config import AuditConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)

@@ -32,8 +32,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tests/conftest.py: sp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from nift.config import BackendConfig, Price  # noqa: E402
 from nift.distill import Request, run_requests  # noqa: E402
+from nift.llm.config import BackendConfig, Price  # noqa: E402
 
 SHARED = Path(os.environ.get("NIFT_SHARED", REPO.parent / "shared"))
 

@@ -30,8 +30,8 @@ SHARED = Path(os.environ.get("NIFT_SHARED", ROOT.parent / "shared"))
 
 
 def prompts(n: int) -> list[str]:
-    from nift.config import PrepareConfig
     from nift.io import read_jsonl
+    from nift.prepare import PrepareConfig
     from nift.prepare import run as prepare
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,9 +71,9 @@ def main() -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from nift.config import BackendConfig, RayConfig
     from nift.distill.backends.hf import HFBackend
     from nift.distill.backends.ray_pool import RayPoolBackend
+    from nift.llm.config import BackendConfig, RayConfig
 
     cores = os.cpu_count() or 1
     cfg = BackendConfig(backend="hf", model="smollm2-135m-instruct", max_tokens=a.max_tokens,

@@ -24,8 +24,8 @@ DATA = Path(os.environ.get("NIFT_SHARED", REPO.parent / "shared")) / "data"
 
 
 def measure(model: str, items: list[dict], batch: int, max_new: int, device: str | None) -> dict:
-    from nift.config import BackendConfig
     from nift.eval.generation import Generator, GenSettings
+    from nift.llm.config import BackendConfig
 
     cfg = BackendConfig(backend="hf", model=model, endpoint="completions", batch_size=batch, device=device)
     with tempfile.TemporaryDirectory() as tmp:

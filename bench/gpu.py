@@ -653,7 +653,7 @@ def main() -> None:
     import transformers  # noqa: F401
 
     import nift.distill.backends.hf
-    import nift.merge
+    import nift.merge.stage  # the package itself imports its modules lazily
     import nift.train  # noqa: F401
 
     for name in ("peft", "trl", "datasets", "train", "distill", "merge"):

@@ -350,8 +350,8 @@ def generate(model: str, prompts: list[str], batch: int, max_new: int, reps: int
     `model.generate` calls made directly: bench/distill.py's pair of measurements, on this model."""
     import statistics
 
-    from nift.config import BackendConfig
     from nift.distill.backends.hf import HFBackend
+    from nift.llm.config import BackendConfig
 
     dist = bench_module("distill")
     cfg = BackendConfig(backend="hf", model=model, max_tokens=max_new, batch_size=batch, endpoint="completions")

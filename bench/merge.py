@@ -135,8 +135,8 @@ def do_copy(model: Path, out: Path) -> None:
 
 
 def do_merge(model: Path, adapter: Path, out: Path) -> None:
-    from nift.config import MergeConfig
     from nift.merge import build_plan, check_plan, merge_weights
+    from nift.merge.config import MergeConfig
 
     plan, _, _ = build_plan(MergeConfig(adapter=str(adapter), verify="off", progress=False), out / "run")
     check_plan(plan, log=lambda *_: None)
@@ -144,8 +144,8 @@ def do_merge(model: Path, adapter: Path, out: Path) -> None:
 
 
 def do_stage(model: Path, adapter: Path, out: Path) -> None:
-    from nift.config import MergeConfig
     from nift.merge import run
+    from nift.merge.config import MergeConfig
 
     run(MergeConfig(adapter=str(adapter), verify="off", progress=False), out, force=True, log=lambda *_: None)
 
@@ -165,7 +165,7 @@ def do_baseline(model: Path, adapter: Path, out: Path) -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    import nift.merge  # noqa: F401
+    import nift.merge.stage  # noqa: F401  (the package itself imports its modules lazily)
 
 
 KINDS = {"copy": lambda m, a, o: do_copy(m, o), "merge": do_merge, "stage": do_stage, "naive": do_naive}

@@ -53,8 +53,8 @@ API_TEACHERS = ["gpt-3.5-turbo-0125", "gpt-4-0125-preview", "gpt-4o-mini", "gpt-
 
 def prepared_rows(corpus: Path) -> list[dict]:
     """`nift prepare` on the whole sample (every document, the default seed): prompts and their remainders."""
-    from nift.config import PrepareConfig
     from nift.io import read_jsonl
+    from nift.prepare import PrepareConfig
     from nift.prepare import run as prepare
 
     with tempfile.TemporaryDirectory() as tmp:

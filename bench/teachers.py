@@ -42,8 +42,10 @@ SHARED = Path(os.environ.get("NIFT_SHARED", REPO.parent / "shared"))
 
 from nift.artifacts import read_manifest, write_json  # noqa: E402
 from nift.audit.heuristics import Heuristics  # noqa: E402
-from nift.config import PAPER_SYSTEM_PROMPT, BackendConfig, DistillConfig, PrepareConfig  # noqa: E402
+from nift.distill.config import DistillConfig  # noqa: E402
 from nift.io import read_jsonl  # noqa: E402
+from nift.llm.config import PAPER_SYSTEM_PROMPT, BackendConfig  # noqa: E402
+from nift.prepare import PrepareConfig  # noqa: E402
 
 TEACHERS = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
 MODES = {

@@ -55,8 +55,8 @@ HYPER = {"per_device_batch_size": 8, "grad_accum": 4, "lr": 5e-5, "max_length": 
 
 def make_pairs(n: int, out: Path, prompt_words: int = 200, completion_words: int = 100) -> Path:
     """n real prompt/continuation pairs: `nift prepare` on OpenWebText, then word limits (see the docstring)."""
-    from nift.config import PrepareConfig
     from nift.io import read_jsonl
+    from nift.prepare import PrepareConfig
     from nift.prepare import run as prepare
 
     corpus = SHARED / "data" / "corpus" / "openwebtext_800.jsonl"

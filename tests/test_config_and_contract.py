@@ -11,8 +11,9 @@ import pytest
 
 from nift.artifacts import read_manifest, run_stage, write_jsonl
 from nift.cli import main
-from nift.config import STAGE_CONFIGS, PrepareConfig, load_config, redact
+from nift.config import load_config, redact, stage_configs
 from nift.errors import ConfigError
+from nift.prepare import PrepareConfig
 
 
 def test_yaml_then_cli_precedence(tmp_path):
@@ -64,11 +65,11 @@ def test_every_cli_option_has_help_with_default(capsys):
         with pytest.raises(SystemExit):
             main([stage, "--help"])
         out = capsys.readouterr().out
-        for name, info in STAGE_CONFIGS[stage].model_fields.items():
+        for name, info in stage_configs()[stage].model_fields.items():
             flag = "--" + name.replace("_", "-")
             assert flag in out, flag
             assert info.description, f"{stage}.{name} has no description"
-        assert out.count("(default:") >= len(STAGE_CONFIGS[stage].model_fields)
+        assert out.count("(default:") >= len(stage_configs()[stage].model_fields)
 
 
 def test_version_and_help_via_console_script():

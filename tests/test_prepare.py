@@ -11,10 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
-from nift.config import PrepareConfig
 from nift.errors import InputError
 from nift.io import read_jsonl
-from nift.prepare import cut_bounds, draw_cut, run
+from nift.prepare import PrepareConfig, cut_bounds, draw_cut, run
 
 words = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12).filter(
     lambda w: w.strip() == w and w and not any(c.isspace() for c in w))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nift.config import PAPER_SYSTEM_PROMPT, load_config, packaged_config
+from nift.config import load_config, packaged_config
+from nift.llm.config import PAPER_SYSTEM_PROMPT
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "src" / "nift" / "configs").rglob("*.yaml"))
 

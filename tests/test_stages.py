@@ -12,7 +12,7 @@ import pytest
 
 from nift import pipeline, stages
 from nift.cli import build_parser
-from nift.config import STAGE_CONFIGS, PipelineConfig, load_config
+from nift.config import PipelineConfig, load_config, stage_configs
 from nift.errors import ConfigError
 
 
@@ -30,7 +30,7 @@ def test_the_pipeline_imports_and_resolves_stages_without_the_cli():
 def test_cli_pipeline_and_config_follow_the_registry():
     names = list(stages.NAMES)
     assert names == ["prepare", "distill", "audit", "train", "merge", "eval", "report"]
-    assert list(STAGE_CONFIGS) == names and all(STAGE_CONFIGS[n].stage == n for n in names)
+    assert list(stage_configs()) == names and all(stage_configs()[n].stage == n for n in names)
     assert list(pipeline.ORDER) == names and PipelineConfig().stages == names
     sub = next(a for a in build_parser()._subparsers._group_actions if a.dest == "command")
     assert [c for c in sub.choices if c in names] == names

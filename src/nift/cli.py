@@ -3,8 +3,8 @@
 Run as: nift --help
 
 Every stage subcommand takes `--config FILE` (one YAML file holding any or all stages), `--run-dir DIR` and one
-option per field of that stage's config, generated from the config model so that `--help` always tells the
-truth: the description and the default of every option come from the field itself.
+option per field of that stage's config, generated from the config model (`nift.cli_options`) so that `--help` always
+tells the truth: the description and the default of every option come from the field itself.
 """
 
 from __future__ import annotations
@@ -13,108 +13,12 @@ import argparse
 import json
 import os
 import sys
-import types
-import typing
-from typing import Any
-
-from pydantic import BaseModel
 
 from nift import __version__
-from nift.config import STAGE_CONFIGS, StageConfig, load_config
+from nift.cli_options import add_config_options, collect_overrides, parse_sets
+from nift.config import load_config, stage_configs
 from nift.errors import NiftError
 from nift.stages import STAGES
-
-_NONE_WORDS = {"none", "null"}
-
-
-def _unwrap(ann: Any) -> tuple[Any, bool]:
-    """(inner type, allows None) for `X | None` annotations."""
-    origin = typing.get_origin(ann)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(ann) if a is not type(None)]
-        return (args[0] if len(args) == 1 else ann), len(args) < len(typing.get_args(ann))
-    return ann, False
-
-
-def _fmt_default(value: Any) -> str:
-    if isinstance(value, (list, dict)):
-        return json.dumps(value) if value else ("[]" if isinstance(value, list) else "{}")
-    return "null" if value is None else str(value)
-
-
-def _is_model(ann: Any) -> bool:
-    return isinstance(ann, type) and issubclass(ann, BaseModel)
-
-
-def add_config_options(parser: argparse.ArgumentParser, cls: type[StageConfig]) -> None:
-    """One `--flag` per config field, its help and default taken from the field. A field that is itself a model
-    (e.g. `teacher: BackendConfig`) gets one dotted flag per sub-field: `--teacher.model`, `--teacher.rpm`."""
-    group = parser.add_argument_group(f"{cls.stage} settings (also settable under `{cls.stage}:` in --config)")
-    for name, info in cls.model_fields.items():
-        ann, _ = _unwrap(info.annotation)
-        if _is_model(ann):
-            parent_default = info.get_default(call_default_factory=True)
-            sub = parser.add_argument_group(f"{cls.stage}.{name}: {(info.description or '').replace('%', '%%')} "
-                                            f"(also settable under `{cls.stage}: {name}:` in --config)")
-            for sub_name, sub_info in ann.model_fields.items():
-                _add_option(sub, f"--{name.replace('_', '-')}.{sub_name.replace('_', '-')}", f"cfg__{name}__{sub_name}",
-                            sub_info, getattr(parent_default, sub_name, None) if parent_default is not None
-                            else sub_info.get_default(call_default_factory=True))  # optional model: its defaults
-            continue
-        _add_option(group, "--" + name.replace("_", "-"), f"cfg__{name}", info,
-                    info.get_default(call_default_factory=True))
-
-
-def _add_option(group: Any, flag: str, dest: str, info: Any, default: Any) -> None:
-    ann, nullable = _unwrap(info.annotation)
-    desc = (info.description or "").replace("%", "%%")
-    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
-    origin = typing.get_origin(ann)
-    if ann is bool:
-        kwargs["action"] = argparse.BooleanOptionalAction
-    elif origin is list:
-        kwargs.update(nargs="+", metavar="VALUE")
-    elif origin is dict or ann is dict:
-        kwargs.update(type=_json_arg(flag), metavar="JSON")
-    elif origin is typing.Literal:
-        kwargs.update(choices=list(typing.get_args(ann)))
-    else:
-        kwargs["metavar"] = getattr(ann, "__name__", "VALUE").upper()
-    if nullable and ann is not bool:
-        desc += " Use 'null' for none."
-    group.add_argument(flag, help=f"{desc} (default: {_fmt_default(default)})", **kwargs)
-
-
-def _json_arg(flag: str):
-    def parse(s: str) -> Any:
-        try:
-            return json.loads(s)
-        except json.JSONDecodeError as e:
-            raise argparse.ArgumentTypeError(f"{flag} expects JSON: {e}") from None
-
-    return parse
-
-
-def collect_overrides(args: argparse.Namespace, cls: type[StageConfig]) -> tuple[dict, dict]:
-    """Values given on the command line for one stage, and the flag behind each (for error messages)."""
-    vals: dict[str, Any] = {}
-    names: dict[tuple[str, ...], str] = {}
-    for key, value in vars(args).items():
-        if not key.startswith("cfg__"):
-            continue
-        path = key[5:].split("__")
-        info = cls.model_fields[path[0]]
-        if len(path) == 2:
-            info = _unwrap(info.annotation)[0].model_fields[path[1]]
-        _, nullable = _unwrap(info.annotation)
-        if nullable and isinstance(value, str) and value.lower() in _NONE_WORDS:
-            value = None
-        target = vals
-        for part in path[:-1]:
-            target = target.setdefault(part, {})
-        target[path[-1]] = value
-        names[(cls.stage, *path)] = "--" + ".".join(p.replace("_", "-") for p in path)
-    return vals, names
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -154,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nift {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, stage in STAGES.items():
-        cls = STAGE_CONFIGS[name]
+        cls = stage_configs()[name]
         p = sub.add_parser(name, help=stage.summary, description=(cls.__doc__ or stage.summary).strip())
         _common(p)
         add_config_options(p, cls)
@@ -253,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_stage(args: argparse.Namespace) -> int:
-    cls = STAGE_CONFIGS[args.stage]
+    cls = stage_configs()[args.stage]
     vals, names = collect_overrides(args, cls)
     top = {"run_dir": args.run_dir} if args.run_dir else {}
     cfg = load_config(args.config, overrides={args.stage: vals}, cli_names=names, top_overrides=top)
@@ -266,35 +170,6 @@ def _compare(args: argparse.Namespace) -> int:
 
     compare(args.a, args.b, out=args.out, n_boot=args.n_boot, seed=args.seed)
     return 0
-
-
-def parse_sets(sets: list[str]) -> tuple[dict[str, Any], dict[str, Any], dict[tuple[str, ...], str]]:
-    """`--set a.b.c=VALUE` -> nested overrides (value read as YAML), top-level ones, and the flag behind each."""
-    import yaml
-
-    from nift.errors import ConfigError
-
-    nested: dict[str, Any] = {}
-    top: dict[str, Any] = {}
-    names: dict[tuple[str, ...], str] = {}
-    for item in sets:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        parts = key.strip().split(".")
-        names[tuple(parts)] = f"--set {key}"
-        if len(parts) == 1:
-            top[parts[0]] = value
-            continue
-        node = nested.setdefault(parts[0], {})
-        for part in parts[1:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return nested, top, names
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:

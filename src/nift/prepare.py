@@ -12,6 +12,8 @@ n-sample with the same seed — data-size sweeps get nested subsets for free.
 The cut: W = number of whitespace-separated words; k uniform in [ceil(cut_low W), floor(cut_high W)]; the prompt
 is the text up to the end of word k, with its original whitespace; the reference is the rest, so that
 prompt + reference == text, byte for byte.
+
+`PrepareConfig`, the stage's settings, sits here too.
 """
 
 from __future__ import annotations
@@ -25,14 +27,45 @@ from collections import Counter
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
 
 from nift.artifacts import StageContext, atomic_open, run_stage
-from nift.config import PrepareConfig
+from nift.config import StageConfig, volatile
 from nift.corpus import Location, Reader, ReadStats, expand_inputs, iter_documents
 from nift.errors import InputError
 
 OUTPUT = "data.jsonl"
+
+
+class PrepareConfig(StageConfig):
+    """`nift prepare`: sample documents from a corpus and cut each one into prompt + reference."""
+
+    stage: ClassVar[str] = "prepare"
+
+    input: list[str] = Field(
+        default_factory=lambda: ["builtin:lee"],
+        description="Corpus: JSONL / Parquet / .txt files, directories, globs, a Hugging Face `datasets` id "
+        "(hf:NAME[:CONFIG][@SPLIT], needs the network) or a packaged corpus (builtin:lee: 299 ABC news articles).",
+    )
+    text_field: str = Field("text", description="Field that holds the document text in JSONL and Parquet inputs.")
+    n_docs: int | None = Field(
+        80_000, ge=1, description="Documents to sample uniformly without replacement (the paper: 80,000); "
+        "null = all documents.",
+    )
+    seed: int = Field(0, description="Seed for the sample and the cut points; same seed, same output.")
+    min_words: int = Field(
+        8, ge=2, description="Documents with fewer whitespace-separated words are skipped (and counted).",
+    )
+    cut_low: float = Field(0.25, gt=0, lt=1, description="Lower bound of the cut, as a fraction of the words.")
+    cut_high: float = Field(0.75, gt=0, lt=1, description="Upper bound of the cut, as a fraction of the words.")
+    dedup: bool = Field(True, description="Drop exact duplicate documents (same content hash) before sampling.")
+    on_bad_row: Literal["error", "skip"] = Field(
+        "error", description="A malformed line, missing field or non-UTF-8 text: stop with an error naming the "
+        "file and line, or skip it and count it in the manifest.",
+    )
+    progress: bool = volatile(default=True, description="Show a progress bar.")
 
 
 def doc_hash(text: str) -> str:

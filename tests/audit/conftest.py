@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from nift.artifacts import write_json, write_jsonl
-from nift.config import PrepareConfig
 from nift.io import read_jsonl
+from nift.prepare import PrepareConfig
 from nift.prepare import run as prepare_run
 
 GERMAN = ("Die Stadtverwaltung hat am Dienstag beschlossen, den Radweg am Fluss um zwölf Kilometer zu verlängern. "

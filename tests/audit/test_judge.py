@@ -9,10 +9,11 @@ from collections import Counter
 import pytest
 
 from nift.audit import run
+from nift.audit.config import AuditConfig
 from nift.audit.judge import CONVERSATIONAL, DEFAULT_EXAMPLES, INSTRUCTIONAL, Sampler, parse_yes_no, render
 from nift.audit.rows import Dataset, iter_rows
-from nift.config import AuditConfig, BackendConfig
 from nift.io import read_jsonl
+from nift.llm.config import BackendConfig
 
 from .conftest import RecordingProxy
 

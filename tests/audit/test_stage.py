@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from nift.audit import run
+from nift.audit.config import AuditConfig
 from nift.cli import main
-from nift.config import AuditConfig
 from nift.errors import InputError
 from nift.io import read_jsonl
 
@@ -162,7 +162,8 @@ def test_chat_format_targets_the_last_assistant_turn(tmp_path):
 
 
 def test_cli_builds_the_judge_from_dotted_flags():
-    from nift.cli import build_parser, collect_overrides
+    from nift.cli import build_parser
+    from nift.cli_options import collect_overrides
     from nift.config import load_config
 
     args = build_parser().parse_args(["audit", "--judge.backend", "openai", "--judge.model", "gpt-4o",

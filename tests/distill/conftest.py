@@ -8,7 +8,7 @@ import pytest
 from helpers.corpora import prepared_run
 from helpers.fake_providers import FakeProviders
 
-from nift.config import BackendConfig
+from nift.llm.config import BackendConfig
 
 
 @pytest.fixture

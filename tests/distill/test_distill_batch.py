@@ -18,13 +18,14 @@ import pytest
 from helpers.corpora import prepared_run
 from helpers.fake_providers import FakeProviders
 
-from nift.config import BackendConfig, DistillConfig
 from nift.distill import Request, run, run_requests
 from nift.distill.backends import make_backend
+from nift.distill.config import DistillConfig
 from nift.distill.engine import _prepare
 from nift.distill.store import Store
 from nift.distill.types import RunSummary
 from nift.io import read_jsonl
+from nift.llm.config import BackendConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,9 +134,9 @@ def test_anthropic_batch_resume_after_sigkill_between_submit_and_download(tmp_pa
 
 def test_stage_budget_stop_and_failed_requests(tmp_path):
     """`nift distill` stops cleanly at --budget-usd and on failed requests; a re-run repeats nothing paid for."""
-    from nift.config import Price
     from nift.distill import BudgetReached
     from nift.errors import NiftError
+    from nift.llm.config import Price
 
     run_dir = prepared_run(tmp_path, n=6)
     with FakeProviders() as fake:

@@ -10,13 +10,15 @@ import time
 
 import pytest
 
-from nift.config import BackendConfig, ConfigError, DistillConfig, Price
+from nift.config import ConfigError
 from nift.distill import BackendAbort, Request, estimate_requests, run_requests, text_request
+from nift.distill.config import DistillConfig
 from nift.distill.prices import price_for
 from nift.distill.ratelimit import RateLimiter
 from nift.distill.store import Store, request_key
 from nift.distill.types import Result
 from nift.errors import InputError
+from nift.llm.config import BackendConfig, Price
 
 
 def chat(i: int, text: str | None = None) -> Request:
@@ -94,7 +96,7 @@ def test_prices_table_overrides_and_unknown():
 
 
 def test_anthropic_messages_api_with_paper_system_prompt_and_cache(fake, tmp_path):
-    from nift.config import PAPER_SYSTEM_PROMPT
+    from nift.llm.config import PAPER_SYSTEM_PROMPT
 
     store = tmp_path / "c.sqlite"
     reqs = [chat(i) for i in range(5)] + [Request(id="dup", messages=[{"role": "user",

@@ -7,11 +7,12 @@ from helpers.corpora import prepared_run
 
 from nift.artifacts import read_manifest
 from nift.cli import main
-from nift.config import BackendConfig, DistillConfig
 from nift.distill import Request, run, run_requests
 from nift.distill.backends.hf import HFBackend
+from nift.distill.config import DistillConfig
 from nift.errors import InputError
 from nift.io import read_jsonl
+from nift.llm.config import BackendConfig
 
 
 def cfg(model: str, **kw) -> BackendConfig:

@@ -17,9 +17,9 @@ from helpers.corpora import prepared_run
 from helpers.faultproxy import FaultProxy
 
 from nift.artifacts import read_manifest
-from nift.config import BackendConfig, Price
 from nift.distill import Request, run_requests
 from nift.io import read_jsonl
+from nift.llm.config import BackendConfig, Price
 
 REPO = Path(__file__).resolve().parents[2]
 

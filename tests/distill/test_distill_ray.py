@@ -17,10 +17,11 @@ import pytest
 from helpers.corpora import prepared_run
 
 from nift.cli import main
-from nift.config import BackendConfig, DistillConfig, RayConfig
 from nift.distill import run, run_requests, text_request
+from nift.distill.config import DistillConfig
 from nift.errors import ConfigError, NiftError
 from nift.io import read_jsonl
+from nift.llm.config import BackendConfig, RayConfig
 
 N_PROMPTS = 16
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from nift.config import BackendConfig
 from nift.distill import Request, run_requests
+from nift.llm.config import BackendConfig
 
 
 @pytest.mark.gpu

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from nift.config import EvalConfig
 from nift.errors import InputError
 from nift.eval import alpaca_eval, data
 from nift.eval.compare import compare
+from nift.eval.config import EvalConfig
 from nift.eval.stage import run
 from tests.helpers.chat_server import chat_server
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nift.config import EvalConfig
 from nift.eval import arena_hard, arena_style
+from nift.eval.config import EvalConfig
 from nift.eval.stage import run
 from tests.helpers.chat_server import chat_server
 

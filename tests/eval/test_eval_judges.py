@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from nift.cli import main
-from nift.config import EvalConfig
 from nift.errors import ConfigError, NiftError
+from nift.eval.config import EvalConfig
 from nift.eval.stage import run
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from nift.cli import main
-from nift.config import EvalConfig
 from nift.eval import arena_hard, ifeval, mt_bench
+from nift.eval.config import EvalConfig
 from nift.eval.stage import run
 
 

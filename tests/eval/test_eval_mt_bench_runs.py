@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nift.config import EvalConfig
 from nift.eval import mt_bench
+from nift.eval.config import EvalConfig
 from nift.eval.stage import run
 from tests.helpers.chat_server import chat_server
 

@@ -55,7 +55,7 @@ def test_train_folder_problems_are_named(tmp_path: Path):
 
 @pytest.mark.gpu
 def test_vllm_answers_an_ifeval_slice_on_gpu(smollm2, shared_data, tmp_path):
-    from nift.config import EvalConfig
+    from nift.eval.config import EvalConfig
     from nift.eval.stage import run
 
     cfg = EvalConfig(model=smollm2, name="vllm", backend="vllm", benchmarks=["ifeval"],

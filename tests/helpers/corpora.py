@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nift.config import PrepareConfig
+from nift.prepare import PrepareConfig
 
 SENTENCES = [
     "The river rose steadily through the night and by morning the low fields were under water",

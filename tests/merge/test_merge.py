@@ -13,9 +13,9 @@ from merge_helpers import DATA_MANIFEST_HASH, dtypes, make_adapter, tensors, tin
 
 from nift.artifacts import read_manifest, write_json
 from nift.cli import main
-from nift.config import MergeConfig
 from nift.errors import ConfigError, InputError, NiftError
 from nift.merge import MergeRefused, run
+from nift.merge.config import MergeConfig
 
 QUIET = {"log": lambda *_: None}
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 from merge_helpers import dtypes, make_adapter, tensors
 
-from nift.config import MergeConfig
 from nift.merge import run
+from nift.merge.config import MergeConfig
 from nift.models import demo_model_dir
 
 QUIET = {"log": lambda *_: None}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from nift.audit.config import AuditConfig
 from nift.audit.stage import run
-from nift.config import AuditConfig
 from nift.errors import InputError
 from nift.io import read_jsonl
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from helpers.chat_server import chat_server
 
+from nift.audit.config import AuditConfig
 from nift.cli import main
-from nift.config import AuditConfig, BackendConfig, PrepareConfig
+from nift.llm.config import BackendConfig
+from nift.prepare import PrepareConfig
 
 GOOD = b'{"text": "a good document with more than enough words in it to be cut somewhere in the middle"}\n'
 BAD = {  # reason counted under --on-bad-row skip: the line

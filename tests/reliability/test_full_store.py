@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from nift.config import BackendConfig, DistillConfig
 from nift.distill import run
+from nift.distill.config import DistillConfig
 from nift.distill.store import Store, StoreFull
+from nift.llm.config import BackendConfig
 
 
 def _teacher(url: str, key_env: str, concurrency: int) -> BackendConfig:

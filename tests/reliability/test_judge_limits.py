@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from helpers.chat_server import chat_server
 
-from nift.cli import build_parser, collect_overrides
-from nift.config import EvalConfig, load_config
+from nift.cli import build_parser
+from nift.cli_options import collect_overrides
+from nift.config import load_config
 from nift.errors import ConfigError
+from nift.eval.config import EvalConfig
 
 
 def _eval_cfg(*flags: str) -> EvalConfig:
@@ -49,7 +51,7 @@ def test_judge_limits_without_a_flag_and_with_two_that_disagree():
         _eval_cfg("--judge-max-tokens", "300", "--judge.max-tokens", "100")
     # a config read back from its manifest (the default judge's 2048 written out) keeps the official limits and the
     # same hash, so the same eval again is skipped
-    from nift.config import EvalConfig
+    from nift.eval.config import EvalConfig
 
     cfg = _eval_cfg()
     again = EvalConfig(**cfg.model_dump())

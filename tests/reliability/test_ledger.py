@@ -10,11 +10,12 @@ import pytest
 from helpers.faultproxy import FaultProxy
 
 from nift.artifacts import read_manifest
-from nift.config import BackendConfig, DistillConfig, Price
 from nift.distill import run
+from nift.distill.config import DistillConfig
 from nift.distill.store import Store
 from nift.distill.types import BudgetReached
 from nift.io import read_jsonl
+from nift.llm.config import BackendConfig, Price
 
 PRICE = 1000.0  # $ per million tokens, in and out: $0.001 a token keeps the sums readable
 

@@ -90,8 +90,9 @@ def test_second_distill_stops_at_once_naming_the_holder(prepared, fake, tmp_path
 def test_store_shared_through_cache_is_locked_across_run_dirs(prepared, fake, tmp_path):
     """The fast twin of the `cache` case above: another process holds the shared store; a distill in another run
     dir stops before it makes a backend, naming that process."""
-    from nift.config import BackendConfig, DistillConfig
     from nift.distill import run
+    from nift.distill.config import DistillConfig
+    from nift.llm.config import BackendConfig
 
     store = tmp_path / "shared.sqlite"
     holder = _holder(store, False, 30)
@@ -158,7 +159,7 @@ def test_same_process_may_take_its_own_lock_again(tmp_path):
 
 def test_run_stage_keeps_its_lock_files_out_of_cleanup_and_hashes(tmp_path):
     from nift.artifacts import run_stage
-    from nift.config import PrepareConfig
+    from nift.prepare import PrepareConfig
 
     stage = tmp_path / "prepare"
 

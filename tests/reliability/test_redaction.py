@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 from helpers.chat_server import chat_server
 
-from nift.config import REDACTED, BackendConfig, DistillConfig, EvalConfig, ReportConfig, redact, scrub
+from nift.config import REDACTED, redact, scrub
+from nift.distill.config import DistillConfig
+from nift.eval.config import EvalConfig
+from nift.llm.config import BackendConfig
+from nift.report.config import ReportConfig
 
 USER_SECRET = "pw-USERINFO-4f1c9a"
 QUERY_SECRET = "qs-QUERYKEY-77b2e0"

@@ -14,9 +14,9 @@ import pytest
 
 from nift.artifacts import read_manifest, write_json
 from nift.cli import main
-from nift.config import ReportConfig
 from nift.errors import InputError
 from nift.report import run
+from nift.report.config import ReportConfig
 
 QUIET = {"log": lambda *_: None}
 FIGURES = {"lengths.png", "loss.png", "results.png", "timings.png", "compare.png"}

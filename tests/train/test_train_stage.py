@@ -77,7 +77,7 @@ def test_tiny_model_learns_and_writes_the_contract(tiny_model, toy_data, tmp_pat
 def test_trains_on_distill_joined_to_prepare_and_reruns_when_upstream_changes(tiny_model, owt_corpus, tmp_path,
                                                                               train_cfg):
     from nift.artifacts import write_json, write_jsonl
-    from nift.config import PrepareConfig
+    from nift.prepare import PrepareConfig
     from nift.prepare import run as prepare
 
     prepare(PrepareConfig(input=[str(owt_corpus)], n_docs=6, progress=False), tmp_path, **QUIET)

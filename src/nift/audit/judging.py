@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nift.audit.config import AuditConfig
 from nift.audit.judge import examples_for, parse_yes_no, render
 from nift.audit.rows import AuditRow
-from nift.config import AuditConfig
 from nift.errors import NiftError
 
 STORE = "requests.sqlite"

@@ -26,12 +26,12 @@ from typing import Any
 
 from nift.artifacts import StageContext, atomic_open, read_manifest, run_stage
 from nift.audit.benchmarks import load_benchmarks
+from nift.audit.config import AuditConfig
 from nift.audit.decontam import NgramIndex
 from nift.audit.heuristics import Heuristics, LanguageDetector, majority_language
 from nift.audit.judge import Sampler
 from nift.audit.rows import AuditRow, Dataset, detect_format, first_row, iter_rows, sibling_prepare
 from nift.audit.summary import DatasetTally, markdown
-from nift.config import AuditConfig
 from nift.errors import InputError
 from nift.io import RECORD_SUFFIXES, count_lines, expand, read_jsonl
 

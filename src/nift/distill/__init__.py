@@ -2,7 +2,7 @@
 
 Public API (for the distill stage, eval's judging and answer generation, audit's judge):
 
-- `BackendConfig` (pydantic, from `nift.config`): backend (hf | vllm | openai | anthropic | openai-batch |
+- `BackendConfig` (pydantic, from `nift.llm.config`): backend (hf | vllm | openai | anthropic | openai-batch |
   anthropic-batch), model, base_url, api_key_env, system_prompt, endpoint (chat | completions), max_tokens,
   temperature, stop, concurrency, rpm, tpm, timeout_s, max_retries, batch_size, device, dtype, context_tokens,
   on_long_prompt, prices (overrides), poll_interval_s, batch_max_requests.
@@ -23,9 +23,10 @@ Run as: nift distill --config quickstart
 
 from __future__ import annotations
 
-from nift.config import PAPER_SYSTEM_PROMPT, BackendConfig, DistillConfig, Price
+from nift.distill.config import DistillConfig
 from nift.distill.engine import Results, estimate_requests, run_requests
 from nift.distill.types import BackendAbort, BudgetReached, Request, Result, RunSummary
+from nift.llm.config import PAPER_SYSTEM_PROMPT, BackendConfig, Price
 
 
 def text_request(id: str, text: str, cfg: BackendConfig, max_tokens: int | None = None) -> Request:

@@ -1,6 +1,6 @@
 """The request engine: every call to a teacher or judge goes through here and through the durable store.
 
-    from nift.config import BackendConfig
+    from nift.llm.config import BackendConfig
     from nift.distill import Request, run_requests
 
     cfg = BackendConfig(backend="openai", model="gpt-4o-mini", concurrency=16, rpm=500, max_tokens=256)
@@ -42,7 +42,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nift.config import BackendConfig, Price
 from nift.distill.backends import Backend, BatchBackend, LocalBackend, OnlineBackend, make_backend
 from nift.distill.prices import cost, price_for
 from nift.distill.store import Store, StoreFull, request_key
@@ -57,6 +56,7 @@ from nift.distill.types import (
     Skip,
 )
 from nift.errors import ConfigError, InputError
+from nift.llm.config import BackendConfig, Price
 from nift.locks import writer_lock
 
 CHAT_OVERHEAD_TOKENS = 8  # role markers of a chat template, per message, in the context check

@@ -8,7 +8,7 @@ unknown has no price: its cost is reported as unknown, and a run with a budget r
 
 from __future__ import annotations
 
-from nift.config import BackendConfig, Price
+from nift.llm.config import BackendConfig, Price
 
 # model id -> (input, output) USD per 1M tokens; batch APIs charge 50%.
 _LIST_PRICES: dict[str, tuple[float, float]] = {

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nift.artifacts import StageContext, manifest_hash, run_stage, write_jsonl
-from nift.config import DistillConfig
+from nift.distill.config import DistillConfig
 from nift.distill.engine import estimate_requests, run_requests
 from nift.distill.types import BudgetReached, Request, RunSummary
 from nift.errors import BadRow, InputError, NiftError

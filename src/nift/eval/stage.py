@@ -65,7 +65,7 @@ def _check(cfg: Any) -> None:
 
 
 def _backend_config(cfg: Any, target: Target) -> Any:
-    from nift.config import BackendConfig
+    from nift.llm.config import BackendConfig
 
     return BackendConfig(
         backend=cfg.backend, model=target.load_ref, base_url=cfg.base_url, api_key_env=cfg.api_key_env,

@@ -135,8 +135,8 @@ def _train_target(ref: str, folder: Path, log) -> Target:
 
 def _merge_adapter(base_ref: str, adapter: Path, root: Path, log) -> Path:
     """The adapter merged into `base_ref` by the merge stage, run in `root` (skipped when its manifest matches)."""
-    from nift.config import MergeConfig
     from nift.merge import run as merge
+    from nift.merge.config import MergeConfig
     from nift.merge.stage import MODEL_DIR
     from nift.models import resolve
 

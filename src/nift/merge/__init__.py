@@ -21,12 +21,22 @@ merge_and_unload (whole model in memory, plus a full merged copy in its cache), 
 pair before writing, and the arithmetic it would add is one line per tensor in the streaming loop below.
 """
 
-from nift.merge.adapter import Adapter, LoraModule, read_train_meta
-from nift.merge.checks import MergeRefused, check_plan
-from nift.merge.plan import MergePlan, build_plan
-from nift.merge.stage import run
-from nift.merge.stream import merge_tensor, merge_weights
-from nift.merge.verify import verify_merge
+from __future__ import annotations
 
-__all__ = ["Adapter", "LoraModule", "MergePlan", "MergeRefused", "build_plan", "check_plan", "merge_tensor",
-           "merge_weights", "read_train_meta", "run", "verify_merge"]
+from importlib import import_module
+from typing import Any
+
+# Each public name and the module that holds it, imported on first use, not with `nift.merge.config`: the config
+# loader reads that, and loading a config must not load the merge.
+_WHERE = {
+    "Adapter": "adapter", "LoraModule": "adapter", "read_train_meta": "adapter", "MergeRefused": "checks",
+    "check_plan": "checks", "MergePlan": "plan", "build_plan": "plan", "run": "stage", "merge_tensor": "stream",
+    "merge_weights": "stream", "verify_merge": "verify",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f"nift.merge.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from nift.checkpoint import TORCH_NAMES, Checkpoint, TensorInfo, fingerprint
-from nift.config import MergeConfig
 from nift.errors import ConfigError, InputError, NiftError
 from nift.merge.adapter import TRAIN_META, Adapter, read_train_meta
+from nift.merge.config import MergeConfig
 
 
 def model_folder(ref: str, role: str, log: Callable[[str], None] = print) -> Path:

@@ -10,10 +10,10 @@ from typing import Any
 
 from nift.artifacts import StageContext, StageResult, run_stage, sha256_file, stage_identity, up_to_date, write_json
 from nift.checkpoint import DTYPE_SIZES, TensorInfo
-from nift.config import MergeConfig
 from nift.errors import InputError, NiftError
 from nift.merge.card import model_card
 from nift.merge.checks import check_plan
+from nift.merge.config import MergeConfig
 from nift.merge.plan import MergePlan, build_plan, dtype_name
 from nift.merge.stream import merge_weights, write_aux_files
 from nift.merge.verify import available_memory, pick_device, verification_memory, verify_merge

@@ -13,9 +13,10 @@ from typing import Any
 
 from nift import __version__
 from nift.artifacts import StageContext, StageResult, atomic_open, run_stage
-from nift.config import ReportConfig, scrub
+from nift.config import scrub
 from nift.errors import InputError
 from nift.report import document, examples, results, sections, spending, training
+from nift.report.config import ReportConfig
 from nift.report.rundir import RunDir
 
 HTML = "report.html"

@@ -23,9 +23,10 @@ import os
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from nift.config import BackendConfig, register_secret
+from nift.config import register_secret
 from nift.distill.types import Request, RequestFailed, Result
 from nift.errors import ConfigError, did_you_mean
+from nift.llm.config import BackendConfig
 
 REGISTRY: dict[str, str] = {
     "hf": "nift.distill.backends.hf:HFBackend",

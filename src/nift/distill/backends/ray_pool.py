@@ -29,11 +29,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nift.config import BackendConfig, RayConfig
 from nift.distill.backends import make_backend
 from nift.distill.backends.hf import TokenizerBackend
 from nift.distill.types import RequestFailed, Result
 from nift.errors import ConfigError, NiftError, missing_package
+from nift.llm.config import BackendConfig, RayConfig
 
 LOCAL_BACKENDS = ("hf", "vllm")
 IN_FLIGHT_PER_WORKER = 2  # one generating, one waiting, so a worker never idles on the driver's round trip
