@@ -351,7 +351,7 @@ def generate(model: str, prompts: list[str], batch: int, max_new: int, reps: int
     import statistics
 
     from nift.config import BackendConfig
-    from nift.distill.backends.hf import HFBackend
+    from nift.llm.backends.hf import HFBackend
 
     dist = bench_module("distill")
     cfg = BackendConfig(backend="hf", model=model, max_tokens=max_new, batch_size=batch, endpoint="completions")

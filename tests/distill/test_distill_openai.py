@@ -18,8 +18,8 @@ from helpers.faultproxy import FaultProxy
 
 from nift.artifacts import read_manifest
 from nift.config import BackendConfig, Price
-from nift.distill import Request, run_requests
 from nift.io import read_jsonl
+from nift.llm import Request, run_requests
 
 REPO = Path(__file__).resolve().parents[2]
 

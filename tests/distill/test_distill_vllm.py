@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from nift.config import BackendConfig
-from nift.distill import Request, run_requests
+from nift.llm import Request, run_requests
 
 
 @pytest.mark.gpu

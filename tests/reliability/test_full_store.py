@@ -11,7 +11,7 @@ import pytest
 
 from nift.config import BackendConfig, DistillConfig
 from nift.distill import run
-from nift.distill.store import Store, StoreFull
+from nift.llm.store import Store, StoreFull
 
 
 def _teacher(url: str, key_env: str, concurrency: int) -> BackendConfig:
@@ -67,7 +67,7 @@ def test_a_full_store_loses_no_delivered_answer(prepared: Path, fake, monkeypatc
 
 
 def test_saved_aside_in_the_temp_directory_when_beside_the_store_fails_too(tmp_path: Path, monkeypatch):
-    from nift.distill.types import Result
+    from nift.llm.types import Result
 
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()

@@ -1,4 +1,4 @@
-"""The judge's calls, made through the distill engine (`nift.distill.run_requests`): any backend (OpenAI, Anthropic,
+"""The judge's calls, made through the request engine (`nift.llm.run_requests`): any backend (OpenAI, Anthropic,
 their Batch APIs, a local OpenAI-compatible server, an in-process model), every reply stored in SQLite by request
 hash the moment it arrives (a re-run or a crash repeats no paid call), retries and rate limits, and a cost ledger.
 
@@ -48,7 +48,7 @@ class Judge:
 
     def classify(self, rows: list[AuditRow], kinds: list[str], desc: str = "judge") -> list[dict[str, Any]]:
         """One record per (row, prompt): label (True/False/None), how it was parsed, the reply, tokens, cost."""
-        from nift.distill import Request, run_requests
+        from nift.llm import Request, run_requests
 
         self.store.parent.mkdir(parents=True, exist_ok=True)
         reqs, meta = [], {}

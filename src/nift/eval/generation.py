@@ -1,4 +1,4 @@
-"""Answer generation for the benchmarks, through the distill engine (`nift.distill.run_requests`).
+"""Answer generation for the benchmarks, through the request engine (`nift.llm.run_requests`).
 
 Every answer is one engine request, stored in a SQLite store keyed by the fingerprint of the evaluated weights
 (`target.fingerprint`): the engine's request key covers the exact prompt and the generation settings, the store file
@@ -33,7 +33,7 @@ class Generator:
     """One evaluated model behind one backend, answering conversations through the engine's store."""
 
     def __init__(self, backend_cfg: Any, store_path: Path, progress: bool = True, log=print):
-        from nift.distill.backends import make_backend
+        from nift.llm.backends import make_backend
 
         self.cfg = backend_cfg
         self.store_path = store_path
@@ -62,7 +62,7 @@ class Generator:
     def answer(self, benchmark: str, items: list[dict[str, Any]], settings: GenSettings,
                temperature: Callable[[dict[str, Any]], float], n_turns: int | None = None) -> list[dict[str, Any]]:
         """Answer every turn of every item (`id`, `turns`); returns one row per (item, turn)."""
-        from nift.distill import Request, run_requests
+        from nift.llm import Request, run_requests
 
         rows: list[dict[str, Any]] = []
         answers: dict[str, list[str]] = {it["id"]: [] for it in items}

@@ -1,4 +1,4 @@
-"""LLM judging through the distill engine: cached by request hash, resumable, cost-accounted.
+"""LLM judging through the request engine (`nift.llm`): cached by request hash, resumable, cost-accounted.
 
 Any distill backend can judge (OpenAI, Anthropic, an OpenAI-compatible local server, even an in-process model).
 Each judgment is parsed by the benchmark's parser. A judgment whose verdict is missing is retried once, as
@@ -43,8 +43,8 @@ class Judge:
                 "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
 
     def _run(self, requests: list[Any], desc: str, overrides: dict[str, Any] | None = None) -> Any:
-        from nift.distill import run_requests
-        from nift.distill.backends import make_backend
+        from nift.llm import run_requests
+        from nift.llm.backends import make_backend
 
         if self.backend is None:
             self.backend = make_backend(self.cfg, log=self.log)
@@ -74,7 +74,7 @@ class Judge:
               overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """Judge every task; returns {task id: outcome}. `overrides` change judge settings for these tasks only
         (a seed for a repeated judgment, AlpacaEval's logprobs); they are part of the request keys."""
-        from nift.distill import Request
+        from nift.llm import Request
 
         first = self._run([Request(id=t.id, messages=t.messages, max_tokens=max_tokens) for t in tasks], desc,
                           overrides)

@@ -1,11 +1,15 @@
-"""The request and result types every backend speaks, and the errors that steer the engine's retries."""
+"""The request and result types every backend speaks (`Request`, `text_request`, `Result`), the `Usage` sums, the
+run summary, and the errors that steer the engine's retries."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nift.errors import NiftError
+
+if TYPE_CHECKING:
+    from nift.config import BackendConfig
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,14 @@ class Request:
         if self.prompt is not None:
             return self.prompt
         return "\n".join(m["content"] for m in self.messages or ())
+
+
+def text_request(id: str, text: str, cfg: BackendConfig, max_tokens: int | None = None) -> Request:
+    """A request for a plain text in the form the config's endpoint asks for (chat: as the user message;
+    completions: raw continuation)."""
+    if cfg.endpoint == "completions":
+        return Request(id=id, prompt=text, max_tokens=max_tokens)
+    return Request(id=id, messages=[{"role": "user", "content": text}], max_tokens=max_tokens)
 
 
 @dataclass
