@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nift.eval.templates import Rendered, clean_answer, render
+from nift.llm.types import Usage
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Generator:
         self.tokenizer = getattr(self.backend, "tok", None) or getattr(self.backend, "tokenizer", None)
         self.usage = {"requests": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
                       "failed": 0, "skipped": 0, "wall_s": 0.0}
+        self.spent = Usage()  # over every call; the dollars rounded as written
 
     @property
     def is_endpoint(self) -> bool:
@@ -122,9 +124,9 @@ class Generator:
         u = self.usage
         u["requests"] += summary.total
         u["cached"] += summary.cached
-        u["prompt_tokens"] += summary.usage_total.prompt_tokens
-        u["completion_tokens"] += summary.usage_total.completion_tokens
-        u["cost_usd"] = round(u["cost_usd"] + summary.usage_total.cost_usd, 6)
+        self.spent.add(summary.usage_total, ndigits=6)
+        u.update(prompt_tokens=self.spent.prompt_tokens, completion_tokens=self.spent.completion_tokens,
+                 cost_usd=self.spent.cost_usd)
         u["failed"] += len(summary.failed)
         u["skipped"] += len(summary.skipped)
         u["wall_s"] = round(u["wall_s"] + summary.wall_s, 3)

@@ -11,7 +11,7 @@ from nift.llm.backends import Backend, BatchBackend
 from nift.llm.items import Item
 from nift.llm.prices import cost
 from nift.llm.store import Store, StoreFull
-from nift.llm.types import Failure, Result, RunSummary
+from nift.llm.types import Failure, Result, RunSummary, Usage
 
 
 class Results(dict):
@@ -42,8 +42,7 @@ class Ledger:
 class Progress:
     def __init__(self, total: int, initial: int, enabled: bool, desc: str):
         self.bar = None
-        self.tokens_in = self.tokens_out = 0
-        self.usd = 0.0
+        self.usage = Usage()  # what the answers shown so far cost
         if enabled:
             from tqdm.auto import tqdm
 
@@ -52,11 +51,11 @@ class Progress:
 
     def update(self, n: int, r: Result | None = None) -> None:
         if r is not None:
-            self.tokens_in += r.prompt_tokens
-            self.tokens_out += r.completion_tokens
-            self.usd += r.cost_usd or 0.0
+            self.usage.add(r)
         if self.bar is not None:
-            self.bar.set_postfix_str(f"tok {self.tokens_in:,}/{self.tokens_out:,} ${self.usd:.4f}", refresh=False)
+            u = self.usage
+            self.bar.set_postfix_str(f"tok {u.prompt_tokens:,}/{u.completion_tokens:,} ${u.cost_usd:.4f}",
+                                     refresh=False)
             self.bar.update(n)
 
     def note(self, text: str) -> None:

@@ -91,7 +91,7 @@ class Result:
 
 @dataclass
 class Usage:
-    """Token counts accumulated over many results."""
+    """Requests, tokens and dollars summed over many results: the one place where usage is added up."""
 
     requests: int = 0
     prompt_tokens: int = 0
@@ -99,14 +99,25 @@ class Usage:
     cost_usd: float = 0.0
     cost_unknown: int = 0  # results whose model has no price
 
-    def add(self, r: Result) -> None:
-        self.requests += 1
-        self.prompt_tokens += r.prompt_tokens
-        self.completion_tokens += r.completion_tokens
-        if r.cost_usd is None:
-            self.cost_unknown += 1
-        else:
+    def add(self, r: Result | Usage, ndigits: int | None = None) -> None:
+        """Count one result, or everything another `Usage` counted. `ndigits` rounds the running cost after the
+        addition, for ledgers that keep a rounded total from call to call."""
+        if isinstance(r, Usage):
+            self.requests += r.requests
+            self.prompt_tokens += r.prompt_tokens
+            self.completion_tokens += r.completion_tokens
+            self.cost_unknown += r.cost_unknown
             self.cost_usd += r.cost_usd
+        else:
+            self.requests += 1
+            self.prompt_tokens += r.prompt_tokens
+            self.completion_tokens += r.completion_tokens
+            if r.cost_usd is None:
+                self.cost_unknown += 1
+            else:
+                self.cost_usd += r.cost_usd
+        if ndigits is not None:
+            self.cost_usd = round(self.cost_usd, ndigits)
 
 
 # ------------------------------------------------------------------------------------------------------ errors
