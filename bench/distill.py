@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tests/conftest.py: sp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from nift.distill import Request, run_requests  # noqa: E402
+from nift.llm import Request, run_requests  # noqa: E402
 from nift.llm.config import BackendConfig, Price  # noqa: E402
 
 SHARED = Path(os.environ.get("NIFT_SHARED", REPO.parent / "shared"))
@@ -112,7 +112,7 @@ def _engine(backend, cfg: BackendConfig, texts: list[str]) -> tuple[float, int]:
 
 
 def bench_overhead(quick: bool) -> dict:
-    from nift.distill.backends.hf import HFBackend
+    from nift.llm.backends.hf import HFBackend
 
     n, batch, max_new, reps = (16, 8, 16, 2) if quick else (32, 16, 32, 4)
     cfg = BackendConfig(backend="hf", model="smollm2-135m-instruct", max_tokens=max_new, batch_size=batch,
@@ -154,7 +154,7 @@ def bench_overhead(quick: bool) -> dict:
 
 
 def bench_batching(quick: bool) -> dict:
-    from nift.distill.backends.hf import HFBackend
+    from nift.llm.backends.hf import HFBackend
 
     max_new = 16 if quick else 32
     sizes = [1, 4, 16, 64]

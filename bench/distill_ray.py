@@ -42,7 +42,7 @@ def prompts(n: int) -> list[str]:
 
 
 def chunks_for(backend, texts: list[str], cfg, size: int) -> list[list[dict]]:
-    from nift.distill import text_request
+    from nift.llm import text_request
 
     payloads = [backend.payload(text_request(str(i), t, cfg)) for i, t in enumerate(texts)]
     payloads.sort(key=lambda p: -len(backend.encode(p)))
@@ -71,8 +71,8 @@ def main() -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from nift.distill.backends.hf import HFBackend
-    from nift.distill.backends.ray_pool import RayPoolBackend
+    from nift.llm.backends.hf import HFBackend
+    from nift.llm.backends.ray_pool import RayPoolBackend
     from nift.llm.config import BackendConfig, RayConfig
 
     cores = os.cpu_count() or 1

@@ -652,7 +652,7 @@ def main() -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    import nift.distill.backends.hf
+    import nift.llm.backends.hf
     import nift.merge.stage  # the package itself imports its modules lazily
     import nift.train  # noqa: F401
 

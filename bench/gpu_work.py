@@ -350,7 +350,7 @@ def generate(model: str, prompts: list[str], batch: int, max_new: int, reps: int
     `model.generate` calls made directly: bench/distill.py's pair of measurements, on this model."""
     import statistics
 
-    from nift.distill.backends.hf import HFBackend
+    from nift.llm.backends.hf import HFBackend
     from nift.llm.config import BackendConfig
 
     dist = bench_module("distill")

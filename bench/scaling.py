@@ -11,7 +11,7 @@ Every number is labelled by where it comes from:
   bench/results/distill.json, train.json and distill_ray.json (when present).
 - PUBLISHED: vLLM output throughput of Llama-3.1-70B on H100-80GB-SXM (Lambda Labs' vLLM benchmark, v0.6.0,
   TP=4, multi-step scheduling 10: 3,542.88 output tokens/s on 4 GPUs) and of Llama-3.1-8B (TP=1: 8,088.35 tokens/s);
-  H100 SXM dense bf16 peak 989 TFLOP/s; API list prices from `nift.distill.prices`.
+  H100 SXM dense bf16 peak 989 TFLOP/s; API list prices from `nift.llm.prices`.
 - ASSUMED (flags change them): the teacher writes min(the document's own remainder, --max-tokens) tokens; training
   sustains --hfu of the GPU's bf16 peak on the FLOPs it executes (Llama 3 reports 38-43% bf16 MFU pre-training on
   H100s); --gpu-hour-usd per H100-hour.
@@ -129,7 +129,7 @@ def plan(stats: dict, docs: int, epochs: float, hfu: float, gpu_hour_usd: float,
         students[name] = rows
 
     api = []
-    from nift.distill.prices import PRICES, cost
+    from nift.llm.prices import PRICES, cost
 
     for model in API_TEACHERS:
         p = PRICES[model]

@@ -212,7 +212,7 @@ def _models_pull(args: argparse.Namespace) -> int:
 
 
 def _cache_merge(args: argparse.Namespace) -> int:
-    from nift.distill.store import merge_stores
+    from nift.llm.store import merge_stores
 
     for r in merge_stores(args.into, args.sources):
         print(f"{r['source']}: {r['results']} results, {r['added']} added, {r['already_there']} already in "
@@ -221,7 +221,7 @@ def _cache_merge(args: argparse.Namespace) -> int:
 
 
 def _cache_info(args: argparse.Namespace) -> int:
-    from nift.distill.store import describe_store
+    from nift.llm.store import describe_store
 
     infos = [describe_store(p) for p in args.paths]
     if args.json:

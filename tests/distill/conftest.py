@@ -19,7 +19,7 @@ def prepared(tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def hf_teacher(smollm2):
     """SmolLM2 loaded once per module (pass as backend= to run_requests)."""
-    from nift.distill.backends.hf import HFBackend
+    from nift.llm.backends.hf import HFBackend
 
     cfg = BackendConfig(backend="hf", model=smollm2, max_tokens=8, batch_size=4, device="cpu")
     backend = HFBackend(cfg)

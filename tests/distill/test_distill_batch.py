@@ -18,14 +18,15 @@ import pytest
 from helpers.corpora import prepared_run
 from helpers.fake_providers import FakeProviders
 
-from nift.distill import Request, run, run_requests
-from nift.distill.backends import make_backend
+from nift.distill import run
 from nift.distill.config import DistillConfig
-from nift.distill.engine import _prepare
-from nift.distill.store import Store
-from nift.distill.types import RunSummary
 from nift.io import read_jsonl
+from nift.llm import Request, run_requests
+from nift.llm.backends import make_backend
 from nift.llm.config import BackendConfig
+from nift.llm.items import prepare
+from nift.llm.store import Store
+from nift.llm.types import RunSummary
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,7 +51,7 @@ def test_batch_split_poll_download_price_and_errors(backend, tmp_path):
         items = reqs(5)
         # one request errors inside its batch: recorded as failed, and submitted again by the next run
         probe = make_backend(cfg)
-        _, keyed = _prepare(probe, cfg, items, RunSummary())
+        _, keyed = prepare(probe, cfg, items, RunSummary())
         bad_key = next(k for k, it in keyed.items() if it.ids == ["b3"])
         fake.error_ids.add(bad_key)
         res = run_requests(cfg, items, store, progress=False, log=lambda *_: None)
@@ -76,7 +77,7 @@ def test_openai_batch_found_after_crash_during_submission(tmp_path):
         cfg = batch_cfg(fake, "openai-batch")
         items = reqs(4)
         backend = make_backend(cfg)
-        _, keyed = _prepare(backend, cfg, items, RunSummary())
+        _, keyed = prepare(backend, cfg, items, RunSummary())
         local_id = uuid.uuid4().hex
         with Store(tmp_path / "c.sqlite") as store:
             store.batch_intent(local_id, "openai-batch", cfg.model, list(keyed), {})
@@ -134,8 +135,8 @@ def test_anthropic_batch_resume_after_sigkill_between_submit_and_download(tmp_pa
 
 def test_stage_budget_stop_and_failed_requests(tmp_path):
     """`nift distill` stops cleanly at --budget-usd and on failed requests; a re-run repeats nothing paid for."""
-    from nift.distill import BudgetReached
     from nift.errors import NiftError
+    from nift.llm import BudgetReached
     from nift.llm.config import Price
 
     run_dir = prepared_run(tmp_path, n=6)
@@ -153,7 +154,7 @@ def test_stage_budget_stop_and_failed_requests(tmp_path):
 
         # anthropic and anthropic-batch share stored answers: another max_tokens makes these requests new
         batch = batch_cfg(fake, "anthropic-batch").model_copy(update={"max_tokens": 4})
-        _, keyed = _prepare(make_backend(batch), batch, [Request(id=r["id"], messages=[
+        _, keyed = prepare(make_backend(batch), batch, [Request(id=r["id"], messages=[
             {"role": "user", "content": r["prompt"]}]) for r in read_jsonl(run_dir / "prepare" / "data.jsonl")],
             RunSummary())
         fake.error_ids.add(next(iter(keyed)))

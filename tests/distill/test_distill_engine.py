@@ -11,14 +11,14 @@ import time
 import pytest
 
 from nift.config import ConfigError
-from nift.distill import BackendAbort, Request, estimate_requests, run_requests, text_request
 from nift.distill.config import DistillConfig
-from nift.distill.prices import price_for
-from nift.distill.ratelimit import RateLimiter
-from nift.distill.store import Store, request_key
-from nift.distill.types import Result
 from nift.errors import InputError
+from nift.llm import BackendAbort, Request, estimate_requests, run_requests, text_request
 from nift.llm.config import BackendConfig, Price
+from nift.llm.prices import price_for
+from nift.llm.ratelimit import RateLimiter
+from nift.llm.store import Store, request_key
+from nift.llm.types import Result
 
 
 def chat(i: int, text: str | None = None) -> Request:
@@ -202,8 +202,8 @@ def test_vllm_backend_missing_package_is_named():
         pass
     else:
         pytest.skip("vllm is installed here")
-    from nift.distill.backends import make_backend
     from nift.errors import NiftError
+    from nift.llm.backends import make_backend
 
     with pytest.raises(NiftError, match=r"'vllm' is needed for the vllm backend.*nift\[gpu\]"):
         make_backend(BackendConfig(backend="vllm"))

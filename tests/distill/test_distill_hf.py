@@ -7,11 +7,12 @@ from helpers.corpora import prepared_run
 
 from nift.artifacts import read_manifest
 from nift.cli import main
-from nift.distill import Request, run, run_requests
-from nift.distill.backends.hf import HFBackend
+from nift.distill import run
 from nift.distill.config import DistillConfig
 from nift.errors import InputError
 from nift.io import read_jsonl
+from nift.llm import Request, run_requests
+from nift.llm.backends.hf import HFBackend
 from nift.llm.config import BackendConfig
 
 
@@ -138,8 +139,8 @@ def test_hf_backend_loads_lazily(smollm2):
 def test_a_shared_prompt_prefix_is_computed_once_and_changes_nothing(smollm2, gemma_base, tmp_path):
     """FastChat's one_shot puts ~460 tokens of one-shot example before every question: the hf backend runs that
     prefix once per batch and copies its cache; the greedy answers equal those computed whole."""
-    from nift.distill.backends.hf import HFBackend, shared_prefix
     from nift.eval.templates import render
+    from nift.llm.backends.hf import HFBackend, shared_prefix
 
     assert shared_prefix([[1] * 70 + [2], [1] * 70 + [3, 4]]) == [1] * 70
     assert shared_prefix([[1] * 70], ) == [] and shared_prefix([[1] * 10 + [2], [1] * 10 + [3]]) == []

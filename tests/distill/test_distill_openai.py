@@ -17,8 +17,8 @@ from helpers.corpora import prepared_run
 from helpers.faultproxy import FaultProxy
 
 from nift.artifacts import read_manifest
-from nift.distill import Request, run_requests
 from nift.io import read_jsonl
+from nift.llm import Request, run_requests
 from nift.llm.config import BackendConfig, Price
 
 REPO = Path(__file__).resolve().parents[2]

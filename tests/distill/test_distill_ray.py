@@ -17,10 +17,11 @@ import pytest
 from helpers.corpora import prepared_run
 
 from nift.cli import main
-from nift.distill import run, run_requests, text_request
+from nift.distill import run
 from nift.distill.config import DistillConfig
 from nift.errors import ConfigError, NiftError
 from nift.io import read_jsonl
+from nift.llm import run_requests, text_request
 from nift.llm.config import BackendConfig, RayConfig
 
 N_PROMPTS = 16
@@ -115,7 +116,7 @@ def test_ray_cluster_survives_a_killed_worker_without_losing_or_repeating_work(s
 
 
 def test_worker_planning_follows_the_cluster():
-    from nift.distill.backends.ray_pool import plan_workers
+    from nift.llm.backends.ray_pool import plan_workers
 
     hf = BackendConfig(backend="hf")
     vllm = BackendConfig(backend="vllm", tensor_parallel=4)

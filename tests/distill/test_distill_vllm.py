@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nift.distill import Request, run_requests
+from nift.llm import Request, run_requests
 from nift.llm.config import BackendConfig
 
 

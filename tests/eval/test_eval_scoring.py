@@ -217,8 +217,8 @@ def test_signals_flag_the_papers_failure_modes():
 
 
 def test_an_answer_ending_at_eos_the_stop_string_or_the_limit_is_told_apart():
-    from nift.distill.types import Result
     from nift.eval.generation import ended_by
+    from nift.llm.types import Result
 
     def res(finish, why=None):
         return Result("x", "text", finish, 1, 1, 0.0, "m", stop_reason=why)

@@ -70,7 +70,7 @@ def test_distill_names_the_line_of_a_bad_byte_in_prepare_output(prepared: Path, 
 def test_a_surrogate_prompt_fails_once_and_is_never_sent(tmp_path: Path, monkeypatch):
     """It was sent, failed to encode inside the SDK, and was retried as a 'malformed response' (and counted as lost
     in transit)."""
-    from nift.distill import run_requests, text_request
+    from nift.llm import run_requests, text_request
 
     monkeypatch.setenv("NIFT_TEST_KEY", "sk-test")
     with chat_server(lambda mode, body: "fine") as (root, seen):

@@ -72,7 +72,7 @@ def test_a_full_or_read_only_disk_is_one_line(tmp_path: Path, full_disk, capsys,
 
 
 def test_a_damaged_request_store_is_one_line(prepared: Path, fake, capsys):
-    from nift.distill.store import Store
+    from nift.llm.store import Store
 
     store = prepared / "distill" / "cache.sqlite"
     store.parent.mkdir(exist_ok=True)

@@ -11,8 +11,8 @@ import pytest
 
 from nift.distill import run
 from nift.distill.config import DistillConfig
-from nift.distill.store import Store, StoreFull
 from nift.llm.config import BackendConfig
+from nift.llm.store import Store, StoreFull
 
 
 def _teacher(url: str, key_env: str, concurrency: int) -> BackendConfig:
@@ -68,7 +68,7 @@ def test_a_full_store_loses_no_delivered_answer(prepared: Path, fake, monkeypatc
 
 
 def test_saved_aside_in_the_temp_directory_when_beside_the_store_fails_too(tmp_path: Path, monkeypatch):
-    from nift.distill.types import Result
+    from nift.llm.types import Result
 
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()

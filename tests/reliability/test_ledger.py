@@ -12,10 +12,10 @@ from helpers.faultproxy import FaultProxy
 from nift.artifacts import read_manifest
 from nift.distill import run
 from nift.distill.config import DistillConfig
-from nift.distill.store import Store
-from nift.distill.types import BudgetReached
 from nift.io import read_jsonl
 from nift.llm.config import BackendConfig, Price
+from nift.llm.store import Store
+from nift.llm.types import BudgetReached
 
 PRICE = 1000.0  # $ per million tokens, in and out: $0.001 a token keeps the sums readable
 
@@ -84,9 +84,9 @@ def test_budget_counts_what_may_have_been_billed(prepared, fake):
 def test_requests_on_the_wire_when_a_process_died_are_counted_next_run(prepared, fake):
     """A row in `in_flight` is what a killed process had sent; the next run (holding the lock, so that process is
     gone) counts it as lost in transit, at its upper bound, and the budget includes it."""
-    from nift.distill import text_request
-    from nift.distill.backends import make_backend
-    from nift.distill.store import request_key
+    from nift.llm import text_request
+    from nift.llm.backends import make_backend
+    from nift.llm.store import request_key
 
     teacher = _teacher(fake.openai_url, fake.key_env)
     backend = make_backend(teacher, log=lambda *_: None)

@@ -1,4 +1,4 @@
-"""The judge's calls, made through the distill engine (`nift.distill.run_requests`): any backend (OpenAI, Anthropic,
+"""The judge's calls, made through the request engine (`nift.llm.run_requests`): any backend (OpenAI, Anthropic,
 their Batch APIs, a local OpenAI-compatible server, an in-process model), every reply stored in SQLite by request
 hash the moment it arrives (a re-run or a crash repeats no paid call), retries and rate limits, and a cost ledger.
 
@@ -17,6 +17,7 @@ from nift.audit.config import AuditConfig
 from nift.audit.judge import examples_for, parse_yes_no, render
 from nift.audit.rows import AuditRow
 from nift.errors import NiftError
+from nift.llm.types import Usage
 
 STORE = "requests.sqlite"
 
@@ -36,6 +37,7 @@ class Judge:
         self.usage: dict[str, Any] = {"requests": 0, "cached": 0, "new": 0, "failed": 0, "skipped": 0,
                                       "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
                                       "cost_unknown_requests": 0, "retries": 0}
+        self.spent, self.spent_this_run = Usage(), Usage()  # over every call; the dollars rounded as written
         self.models: set[str] = set()
 
     def document(self, row: AuditRow) -> str:
@@ -48,7 +50,7 @@ class Judge:
 
     def classify(self, rows: list[AuditRow], kinds: list[str], desc: str = "judge") -> list[dict[str, Any]]:
         """One record per (row, prompt): label (True/False/None), how it was parsed, the reply, tokens, cost."""
-        from nift.distill import Request, run_requests
+        from nift.llm import Request, run_requests
 
         self.store.parent.mkdir(parents=True, exist_ok=True)
         reqs, meta = [], {}
@@ -90,11 +92,11 @@ class Judge:
         u["failed"] += len(s.failed)
         u["skipped"] += len(s.skipped)
         u["retries"] += s.retries
-        u["prompt_tokens"] += s.usage_total.prompt_tokens
-        u["completion_tokens"] += s.usage_total.completion_tokens
-        u["cost_usd"] = round(u["cost_usd"] + s.usage_total.cost_usd, 6)
-        u["cost_unknown_requests"] += s.usage_total.cost_unknown
-        u["cost_usd_this_run"] = round(u.get("cost_usd_this_run", 0.0) + s.usage_new.cost_usd, 6)
+        self.spent.add(s.usage_total, ndigits=6)
+        self.spent_this_run.add(s.usage_new, ndigits=6)
+        u.update(prompt_tokens=self.spent.prompt_tokens, completion_tokens=self.spent.completion_tokens,
+                 cost_usd=self.spent.cost_usd, cost_unknown_requests=self.spent.cost_unknown,
+                 cost_usd_this_run=self.spent_this_run.cost_usd)
         u["price_per_million"] = s.price
 
     def ledger(self) -> dict[str, Any]:

@@ -16,10 +16,10 @@ from typing import Any
 
 from nift.artifacts import StageContext, manifest_hash, run_stage, write_jsonl
 from nift.distill.config import DistillConfig
-from nift.distill.engine import estimate_requests, run_requests
-from nift.distill.types import BudgetReached, Request, RunSummary
 from nift.errors import BadRow, InputError, NiftError
 from nift.io import iter_lines, parse_json_line
+from nift.llm.engine import estimate_requests, run_requests
+from nift.llm.types import BudgetReached, Request, RunSummary, text_request
 
 OUTPUT = "data.jsonl"
 CACHE = "cache.sqlite"
@@ -66,14 +66,12 @@ def _backend(cfg: DistillConfig, log) -> Any:
     """The Ray pool when --ray.address is set; else None (the engine makes the teacher's own backend)."""
     if not cfg.ray.address:
         return None
-    from nift.distill.backends.ray_pool import RayPoolBackend
+    from nift.llm.backends.ray_pool import RayPoolBackend
 
     return RayPoolBackend(cfg.teacher, cfg.ray, log=log)
 
 
 def _requests(cfg: DistillConfig, rows: list[dict[str, Any]]) -> list[Request]:
-    from nift.distill import text_request
-
     return [text_request(r["id"], r["prompt"], cfg.teacher) for r in rows]
 
 

@@ -1,4 +1,4 @@
-"""Answer generation for the benchmarks, through the distill engine (`nift.distill.run_requests`).
+"""Answer generation for the benchmarks, through the request engine (`nift.llm.run_requests`).
 
 Every answer is one engine request, stored in a SQLite store keyed by the fingerprint of the evaluated weights
 (`target.fingerprint`): the engine's request key covers the exact prompt and the generation settings, the store file
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nift.eval.templates import Rendered, clean_answer, render
+from nift.llm.types import Usage
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Generator:
     """One evaluated model behind one backend, answering conversations through the engine's store."""
 
     def __init__(self, backend_cfg: Any, store_path: Path, progress: bool = True, log=print):
-        from nift.distill.backends import make_backend
+        from nift.llm.backends import make_backend
 
         self.cfg = backend_cfg
         self.store_path = store_path
@@ -43,6 +44,7 @@ class Generator:
         self.tokenizer = getattr(self.backend, "tok", None) or getattr(self.backend, "tokenizer", None)
         self.usage = {"requests": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
                       "failed": 0, "skipped": 0, "wall_s": 0.0}
+        self.spent = Usage()  # over every call; the dollars rounded as written
 
     @property
     def is_endpoint(self) -> bool:
@@ -62,7 +64,7 @@ class Generator:
     def answer(self, benchmark: str, items: list[dict[str, Any]], settings: GenSettings,
                temperature: Callable[[dict[str, Any]], float], n_turns: int | None = None) -> list[dict[str, Any]]:
         """Answer every turn of every item (`id`, `turns`); returns one row per (item, turn)."""
-        from nift.distill import Request, run_requests
+        from nift.llm import Request, run_requests
 
         rows: list[dict[str, Any]] = []
         answers: dict[str, list[str]] = {it["id"]: [] for it in items}
@@ -122,9 +124,9 @@ class Generator:
         u = self.usage
         u["requests"] += summary.total
         u["cached"] += summary.cached
-        u["prompt_tokens"] += summary.usage_total.prompt_tokens
-        u["completion_tokens"] += summary.usage_total.completion_tokens
-        u["cost_usd"] = round(u["cost_usd"] + summary.usage_total.cost_usd, 6)
+        self.spent.add(summary.usage_total, ndigits=6)
+        u.update(prompt_tokens=self.spent.prompt_tokens, completion_tokens=self.spent.completion_tokens,
+                 cost_usd=self.spent.cost_usd)
         u["failed"] += len(summary.failed)
         u["skipped"] += len(summary.skipped)
         u["wall_s"] = round(u["wall_s"] + summary.wall_s, 3)

@@ -1,4 +1,4 @@
-"""LLM judging through the distill engine: cached by request hash, resumable, cost-accounted.
+"""LLM judging through the request engine (`nift.llm`): cached by request hash, resumable, cost-accounted.
 
 Any distill backend can judge (OpenAI, Anthropic, an OpenAI-compatible local server, even an in-process model).
 Each judgment is parsed by the benchmark's parser. A judgment whose verdict is missing is retried once, as
@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from nift.llm.types import Usage
 
 
 @dataclass
@@ -37,14 +39,15 @@ class Judge:
         self.backend = None
         self.usage = {"requests": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
                       "cost_unknown_requests": 0, "failed": 0, "retried": 0, "unparseable": 0, "wall_s": 0.0}
+        self.spent = Usage()  # over every call; the dollars rounded as written
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.cfg.backend, "model": self.cfg.model, "base_url": self.cfg.base_url,
                 "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
 
     def _run(self, requests: list[Any], desc: str, overrides: dict[str, Any] | None = None) -> Any:
-        from nift.distill import run_requests
-        from nift.distill.backends import make_backend
+        from nift.llm import run_requests
+        from nift.llm.backends import make_backend
 
         if self.backend is None:
             self.backend = make_backend(self.cfg, log=self.log)
@@ -58,10 +61,9 @@ class Judge:
         u = self.usage
         u["requests"] += s.total
         u["cached"] += s.cached
-        u["prompt_tokens"] += s.usage_total.prompt_tokens
-        u["completion_tokens"] += s.usage_total.completion_tokens
-        u["cost_usd"] = round(u["cost_usd"] + s.usage_total.cost_usd, 6)
-        u["cost_unknown_requests"] += s.usage_total.cost_unknown
+        self.spent.add(s.usage_total, ndigits=6)
+        u.update(prompt_tokens=self.spent.prompt_tokens, completion_tokens=self.spent.completion_tokens,
+                 cost_usd=self.spent.cost_usd, cost_unknown_requests=self.spent.cost_unknown)
         u["wall_s"] = round(u["wall_s"] + s.wall_s, 3)
         if s.stopped == "budget":
             from nift.errors import NiftError
@@ -74,7 +76,7 @@ class Judge:
               overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """Judge every task; returns {task id: outcome}. `overrides` change judge settings for these tasks only
         (a seed for a repeated judgment, AlpacaEval's logprobs); they are part of the request keys."""
-        from nift.distill import Request
+        from nift.llm import Request
 
         first = self._run([Request(id=t.id, messages=t.messages, max_tokens=max_tokens) for t in tasks], desc,
                           overrides)
@@ -120,14 +122,15 @@ class Judge:
 
     @staticmethod
     def _outcome(value: Any, status: str, results: list[Any]) -> dict[str, Any]:
-        costs = [r.cost_usd for r in results]
+        spent = Usage()
+        for r in results:
+            spent.add(r)
         return {
             "value": value if status == "ok" else None, "status": status, "attempts": len(results),
             "judgment": "\n".join(r.text for r in results),
             "judge_model": results[-1].model, "judge_version": results[-1].model_version,
-            "prompt_tokens": sum(r.prompt_tokens for r in results),
-            "completion_tokens": sum(r.completion_tokens for r in results),
-            "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 6),
+            "prompt_tokens": spent.prompt_tokens, "completion_tokens": spent.completion_tokens,
+            "cost_usd": None if spent.cost_unknown else round(spent.cost_usd, 6),
             "cached": all(r.cached for r in results),
         }
 

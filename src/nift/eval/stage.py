@@ -122,7 +122,7 @@ def run(cfg: Any, run_dir: str | Path, force: bool = False, log=print):
             bench_data[bench] = data.load_alpaca_eval(cfg.alpaca_eval_data, cfg.alpaca_eval_glm)
     needs_judge = any(b in cfg.benchmarks for b in JUDGED)
     if needs_judge:
-        from nift.distill.backends import make_backend
+        from nift.llm.backends import make_backend
 
         make_backend(cfg.judge, log=log).close()  # checks the judge's API key / package now
 

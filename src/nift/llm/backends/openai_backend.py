@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from nift.distill.backends import OnlineBackend, estimate_tokens
-from nift.distill.backends.http_errors import translate
-from nift.distill.types import Result, RetryableError
 from nift.errors import missing_package
+from nift.llm.backends import OnlineBackend, estimate_tokens
+from nift.llm.backends.http_errors import translate
+from nift.llm.types import Result, RetryableError
 
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 

@@ -11,7 +11,7 @@ import email.utils
 import time
 from typing import Any
 
-from nift.distill.types import BackendAbort, RequestFailed, RetryableError
+from nift.llm.types import BackendAbort, RequestFailed, RetryableError
 
 RETRY_STATUS = {408, 409, 425, 429}
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from nift.config import hash_obj
-from nift.distill.types import Result
 from nift.errors import InputError, NiftError
 from nift.io import read_jsonl
+from nift.llm.types import Result
 from nift.locks import writer_lock
 
 _SCHEMA = """

@@ -1,11 +1,15 @@
-"""The request and result types every backend speaks, and the errors that steer the engine's retries."""
+"""The request and result types every backend speaks (`Request`, `text_request`, `Result`), the `Usage` sums, the
+run summary, and the errors that steer the engine's retries."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nift.errors import NiftError
+
+if TYPE_CHECKING:
+    from nift.llm.config import BackendConfig
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,14 @@ class Request:
         if self.prompt is not None:
             return self.prompt
         return "\n".join(m["content"] for m in self.messages or ())
+
+
+def text_request(id: str, text: str, cfg: BackendConfig, max_tokens: int | None = None) -> Request:
+    """A request for a plain text in the form the config's endpoint asks for (chat: as the user message;
+    completions: raw continuation)."""
+    if cfg.endpoint == "completions":
+        return Request(id=id, prompt=text, max_tokens=max_tokens)
+    return Request(id=id, messages=[{"role": "user", "content": text}], max_tokens=max_tokens)
 
 
 @dataclass
@@ -79,7 +91,7 @@ class Result:
 
 @dataclass
 class Usage:
-    """Token counts accumulated over many results."""
+    """Requests, tokens and dollars summed over many results: the one place where usage is added up."""
 
     requests: int = 0
     prompt_tokens: int = 0
@@ -87,14 +99,25 @@ class Usage:
     cost_usd: float = 0.0
     cost_unknown: int = 0  # results whose model has no price
 
-    def add(self, r: Result) -> None:
-        self.requests += 1
-        self.prompt_tokens += r.prompt_tokens
-        self.completion_tokens += r.completion_tokens
-        if r.cost_usd is None:
-            self.cost_unknown += 1
-        else:
+    def add(self, r: Result | Usage, ndigits: int | None = None) -> None:
+        """Count one result, or everything another `Usage` counted. `ndigits` rounds the running cost after the
+        addition, for ledgers that keep a rounded total from call to call."""
+        if isinstance(r, Usage):
+            self.requests += r.requests
+            self.prompt_tokens += r.prompt_tokens
+            self.completion_tokens += r.completion_tokens
+            self.cost_unknown += r.cost_unknown
             self.cost_usd += r.cost_usd
+        else:
+            self.requests += 1
+            self.prompt_tokens += r.prompt_tokens
+            self.completion_tokens += r.completion_tokens
+            if r.cost_usd is None:
+                self.cost_unknown += 1
+            else:
+                self.cost_usd += r.cost_usd
+        if ndigits is not None:
+            self.cost_usd = round(self.cost_usd, ndigits)
 
 
 # ------------------------------------------------------------------------------------------------------ errors

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from nift.distill.backends import BatchBackend
-from nift.distill.backends.anthropic_backend import import_anthropic, messages_params, parse_message
-from nift.distill.types import RequestFailed, Result, RetryableError
 from nift.errors import NiftError
+from nift.llm.backends import BatchBackend
+from nift.llm.backends.anthropic_backend import import_anthropic, messages_params, parse_message
 from nift.llm.config import PAPER_SYSTEM_PROMPT
+from nift.llm.types import RequestFailed, Result, RetryableError
 
 
 def _ts(value: Any) -> float:

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nift.distill.backends import LocalBackend
-from nift.distill.types import Result
 from nift.errors import NiftError
+from nift.llm.backends import LocalBackend
+from nift.llm.types import Result
 
 
 class TokenizerBackend(LocalBackend):

@@ -7,11 +7,11 @@ import inspect
 import time
 from typing import Any
 
-from nift.distill.backends import OnlineBackend
-from nift.distill.backends.http_errors import translate
-from nift.distill.types import Result, RetryableError
 from nift.errors import missing_package
+from nift.llm.backends import OnlineBackend
+from nift.llm.backends.http_errors import translate
 from nift.llm.config import PAPER_SYSTEM_PROMPT
+from nift.llm.types import Result, RetryableError
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 

@@ -29,11 +29,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nift.distill.backends import make_backend
-from nift.distill.backends.hf import TokenizerBackend
-from nift.distill.types import RequestFailed, Result
 from nift.errors import ConfigError, NiftError, missing_package
+from nift.llm.backends import make_backend
+from nift.llm.backends.hf import TokenizerBackend
 from nift.llm.config import BackendConfig, RayConfig
+from nift.llm.types import RequestFailed, Result
 
 LOCAL_BACKENDS = ("hf", "vllm")
 IN_FLIGHT_PER_WORKER = 2  # one generating, one waiting, so a worker never idles on the driver's round trip
@@ -125,7 +125,7 @@ class RayPoolBackend(TokenizerBackend):
     def chunk_size(self) -> int:
         """The unit of work a dying worker can lose; as in one process (vllm wants large chunks)."""
         if self.cfg.backend == "vllm":
-            from nift.distill.backends.vllm_backend import MIN_CHUNK
+            from nift.llm.backends.vllm_backend import MIN_CHUNK
 
             return max(self.cfg.batch_size, MIN_CHUNK)
         return self.cfg.batch_size

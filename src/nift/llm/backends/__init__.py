@@ -24,17 +24,17 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from nift.config import register_secret
-from nift.distill.types import Request, RequestFailed, Result
 from nift.errors import ConfigError, did_you_mean
 from nift.llm.config import BackendConfig
+from nift.llm.types import Request, RequestFailed, Result
 
 REGISTRY: dict[str, str] = {
-    "hf": "nift.distill.backends.hf:HFBackend",
-    "vllm": "nift.distill.backends.vllm_backend:VLLMBackend",
-    "openai": "nift.distill.backends.openai_backend:OpenAIBackend",
-    "anthropic": "nift.distill.backends.anthropic_backend:AnthropicBackend",
-    "openai-batch": "nift.distill.backends.openai_batch:OpenAIBatchBackend",
-    "anthropic-batch": "nift.distill.backends.anthropic_batch:AnthropicBatchBackend",
+    "hf": "nift.llm.backends.hf:HFBackend",
+    "vllm": "nift.llm.backends.vllm_backend:VLLMBackend",
+    "openai": "nift.llm.backends.openai_backend:OpenAIBackend",
+    "anthropic": "nift.llm.backends.anthropic_backend:AnthropicBackend",
+    "openai-batch": "nift.llm.backends.openai_batch:OpenAIBatchBackend",
+    "anthropic-batch": "nift.llm.backends.anthropic_batch:AnthropicBatchBackend",
 }
 
 
@@ -112,7 +112,7 @@ class Backend:
         return keep[cut + 1:] if 0 <= cut < len(keep) - 1 and len(keep) < len(text) else keep
 
     def context_tokens(self) -> int | None:
-        from nift.distill.prices import context_for
+        from nift.llm.prices import context_for
 
         return self.cfg.context_tokens or context_for(self.cfg.model)
 
@@ -178,7 +178,7 @@ class BatchBackend(Backend):
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """An SDK call whose exception is translated into retry later / fail / abort."""
-        from nift.distill.backends.http_errors import translate
+        from nift.llm.backends.http_errors import translate
 
         try:
             return fn(*args, **kwargs)

@@ -10,10 +10,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from nift.distill.backends import BatchBackend
-from nift.distill.backends.openai_backend import chat_body, import_openai, parse_response
-from nift.distill.types import RequestFailed, Result, RetryableError
 from nift.errors import NiftError
+from nift.llm.backends import BatchBackend
+from nift.llm.backends.openai_backend import chat_body, import_openai, parse_response
+from nift.llm.types import RequestFailed, Result, RetryableError
 
 _RUNNING = {"validating", "in_progress", "finalizing", "cancelling"}
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from nift.distill.backends.hf import TokenizerBackend
-from nift.distill.types import Result
 from nift.errors import NiftError, missing_package
+from nift.llm.backends.hf import TokenizerBackend
+from nift.llm.types import Result
 
 MIN_CHUNK = 512
 
