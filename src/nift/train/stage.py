@@ -285,33 +285,14 @@ def _metadata(cfg: TrainConfig, mref: ModelRef, tok: Any, encoder: TemplateEncod
 
 
 def plot_loss(log_path: Path, out: Path, title: str = "") -> None:
-    """Training loss per logged step, eval loss where measured, learning rate on a second axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Training loss per logged step, eval loss where measured, learning rate on a second axis: the report's chart
+    (`nift.report.charts.loss_curve`), drawn from log.jsonl."""
+    from nift.report.charts import loss_curve
 
     rows = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines() if x.strip()] \
         if log_path.is_file() else []
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     lrs = [(r["step"], r["learning_rate"]) for r in rows if "learning_rate" in r]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train loss (completion tokens)", color="tab:blue")
-    if evals:
-        ax.plot(*zip(*evals, strict=True), "o-", label="held-out eval loss", color="tab:orange")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (nats / token)")
-    ax.grid(alpha=0.3)
-    if lrs:
-        ax2 = ax.twinx()
-        ax2.plot(*zip(*lrs, strict=True), color="tab:gray", alpha=0.5, linewidth=1, label="learning rate")
-        ax2.set_ylabel("learning rate", color="tab:gray")
-        ax2.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-    ax.legend(loc="upper right")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
     with atomic_open(out, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+        f.write(loss_curve(train, evals, lrs, title))
