@@ -9,7 +9,7 @@ import pytest
 
 from nift.artifacts import write_json, write_jsonl
 from nift.errors import InputError
-from nift.templates import Conversation
+from nift.prompts.encoder import Conversation
 from nift.train.data import load_examples, resolve_source, split_eval
 
 

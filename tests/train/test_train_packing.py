@@ -16,7 +16,7 @@ from nift.packing import (
     packing_works,
     use_segment_attention,
 )
-from nift.templates import IGNORE, Conversation, TemplateEncoder, resolve_eos
+from nift.prompts.encoder import IGNORE, Conversation, TemplateEncoder, resolve_eos
 
 
 @settings(max_examples=200, deadline=None)

@@ -37,7 +37,7 @@ from typing import Any
 from nift.config import TrainConfig
 from nift.errors import InputError
 from nift.io import JsonlIndex, enumerate_jsonl, iter_json_list
-from nift.templates import Conversation, TemplateEncoder
+from nift.prompts.encoder import Conversation, TemplateEncoder
 
 STAGE_SOURCES = ("distill", "audit")
 CUT_POLICIES = ("no_eos", "drop")

@@ -5,7 +5,7 @@ Run as: nift train --run-dir runs/x [--data distill|audit|reference|FILE] [--mod
    or:  torchrun --nproc_per_node 8 -m nift.cli train --run-dir runs/x ...
 
 This module is the stage: skip / resume / fresh, the run from data to saved adapter, and `nift_train.json`. The
-parts: `nift.train.data` (examples, their ids and labels from `nift.templates`), `nift.train.student` (device,
+parts: `nift.train.data` (examples, their ids and labels from `nift.prompts`), `nift.train.student` (device,
 precision, base model, LoRA), `nift.train.trainer` (`CompletionTrainer`: the loss is the cross-entropy of the
 completion tokens only, and the output head runs only at the positions that are scored, so prompt positions cost no
 vocabulary projection and no logits memory). Batches come from `nift.packing` (padding-free, no attention across
@@ -38,7 +38,7 @@ from nift.config import TrainConfig, hash_obj
 from nift.errors import ConfigError, NiftError
 from nift.models import ModelRef, load_tokenizer, tokenizer_hash
 from nift.packing import PackedCollator, PaddedCollator, use_segment_attention
-from nift.templates import TemplateEncoder, check_template, resolve_eos, resolve_pad
+from nift.prompts.encoder import TemplateEncoder, check_template, resolve_eos, resolve_pad
 from nift.train.data import DataSpec, load_features, resolve_source
 from nift.train.student import (
     Processes,

@@ -13,7 +13,7 @@ from typing import Any
 from nift.artifacts import atomic_open
 from nift.config import TrainConfig
 from nift.errors import ConfigError
-from nift.templates import IGNORE
+from nift.prompts.encoder import IGNORE
 
 
 class _ScoredPositions:
