@@ -1,14 +1,21 @@
 """One renderer for train and eval, on the real SmolLM2 and Gemma-3 tokenizers: the generation prompt's ids are exactly
 the start of the training ids of the conversation answered, for vanilla, chat, a custom template and FastChat's
-one_shot, single- and multi-turn; its text is what eval sends."""
+one_shot, single- and multi-turn; its text is what eval sends; the chat template written from a training template
+renders it."""
 
 from __future__ import annotations
 
-import pytest
+import copy
+import shutil
 
-from nift.eval.templates import render
+import pytest
+from transformers import AutoTokenizer
+
+from nift.eval.templates import conversation_template, render
 from nift.models import load_tokenizer
 from nift.prompts.encoder import IGNORE, Conversation, TemplateEncoder, resolve_eos
+from nift.prompts.formats import messages_of
+from nift.prompts.jinja import has_chat_template, write_chat_template, written_by_nift
 
 CONVERSATIONS = {
     "single": [("The harbour town woke slowly, fishing boats knocking against the pier while",
@@ -59,3 +66,37 @@ def test_single_turn_prompt_ids_are_the_tokenizers(tok, template):
     """Where the prompt is one segment, its ids are what the tokenizer gives the text at inference."""
     gen = _encoder(tok, template).generation([(CONVERSATIONS["single"][0][0], None)])
     assert gen.ids == tok(gen.text)["input_ids"]
+
+
+@pytest.fixture(scope="module")
+def plain_folder(tok, tmp_path_factory):
+    """The tokenizer saved without a chat template, as a base model's folder is."""
+    bare = copy.deepcopy(tok)
+    bare.chat_template = None
+    folder = tmp_path_factory.mktemp("base")
+    bare.save_pretrained(folder)
+    (folder / "config.json").write_text('{"model_type": "a-base-model"}', encoding="utf-8")
+    return folder
+
+
+@each_conversation
+@pytest.mark.parametrize("template", ("vanilla", "Q: {prompt}\nA:"))
+def test_written_chat_template_renders_the_generation_prompt(tok, plain_folder, template, turns, tmp_path):
+    """What train and merge write into a folder without a chat template: apply_chat_template gives nift's generation
+    prompt (after the tokenizer's BOS, as chat templates carry it), and eval's `auto` still asks with one_shot."""
+    folder = tmp_path / "model"
+    shutil.copytree(plain_folder, folder)
+    enc = _encoder(tok, template)
+    assert written_by_nift(write_chat_template(folder, enc.info.to_json(), tok))
+    assert write_chat_template(folder, enc.info.to_json(), tok) is None  # once only: now it has one
+    loaded = AutoTokenizer.from_pretrained(folder)
+    ask = [*turns[:-1], (turns[-1][0], None)]
+    rendered = loaded.apply_chat_template(messages_of(ask, "a system prompt, left out as in training"),
+                                          add_generation_prompt=True, tokenize=False)
+    bos = "".join(tok.convert_ids_to_tokens(list(enc.prefix)))
+    gen = enc.generation(ask)
+    assert rendered == bos + gen.text
+    if len(turns) == 1:
+        assert loaded(rendered, add_special_tokens=False)["input_ids"] == gen.ids
+    assert conversation_template(str(folder))[0] == "one_shot"
+    assert has_chat_template(folder) and not has_chat_template(folder, count_nift=False)

@@ -59,6 +59,7 @@ def conversation_template(model_ref: str) -> tuple[str, str]:
     from pathlib import Path
 
     from nift.models import resolve
+    from nift.prompts.jinja import has_chat_template
 
     try:
         folder = Path(resolve(model_ref, auto_pull=False).path)
@@ -71,9 +72,8 @@ def conversation_template(model_ref: str) -> tuple[str, str]:
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
             if isinstance(config.get("text_config"), dict):  # multimodal wrappers keep the LM's config inside
                 config = {**config, **config["text_config"]}
-        tok_cfg = folder / "tokenizer_config.json"
-        has_chat = (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file() or (
-            tok_cfg.is_file() and bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template")))
+        # The training template nift writes into a merged base model is not the model's own.
+        has_chat = has_chat_template(folder, count_nift=False)
     if has_chat:
         return "chat", "the model's own chat template (an instruct model)"
     family = model_family(config) or _family_from_name(model_ref)

@@ -39,6 +39,7 @@ from nift.errors import ConfigError, NiftError
 from nift.models import ModelRef, load_tokenizer, tokenizer_hash
 from nift.packing import PackedCollator, PaddedCollator, use_segment_attention
 from nift.prompts.encoder import TemplateEncoder, check_template, resolve_eos, resolve_pad
+from nift.prompts.jinja import write_chat_template
 from nift.train.data import DataSpec, load_features, resolve_source
 from nift.train.student import (
     Processes,
@@ -212,6 +213,9 @@ def _train(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, stage_dir: Pat
     if not procs.main:
         return {}
     (out_dir / "training_args.bin").unlink(missing_ok=True)
+    if write_chat_template(out_dir, encoder.info.to_json(), tok):
+        say(f"[train] the tokenizer has no chat template: wrote the training template ({encoder.info.name}) into "
+            f"{out_dir / 'tokenizer_config.json'}")
     history = [r for r in trainer.state.log_history if "loss" in r]
     train_time = time.perf_counter() - t0
     stats = {
