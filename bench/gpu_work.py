@@ -220,12 +220,12 @@ def _rows(data: Path, n: int) -> list[dict[str, Any]]:
 
 def train_nift(model: str, data: Path, out: Path, hyper: dict[str, Any]) -> dict[str, Any]:
     """`nift train` as a user runs it, on its defaults (packing, per-example attention, head at scored positions)."""
-    import nift.train
+    import nift.train.stage
     from nift.config import TrainConfig
 
     probe = _probe_callback()
-    base = nift.train._callbacks
-    nift.train._callbacks = lambda log_path: [*base(log_path), probe]
+    base = nift.train.stage.callbacks
+    nift.train.stage.callbacks = lambda log_path: [*base(log_path), probe]
     n = hyper["examples"]
     subset = out / "pairs.jsonl"
     out.mkdir(parents=True, exist_ok=True)

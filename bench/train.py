@@ -130,12 +130,12 @@ def _probes():
 
 
 def child_nift(data: Path, out: Path, steps: int, packing: bool) -> dict:
-    import nift.train
+    import nift.train.stage
     from nift.config import TrainConfig
 
     probe = _probes()
-    base = nift.train._callbacks
-    nift.train._callbacks = lambda log_path: [*base(log_path), probe]
+    base = nift.train.stage.callbacks
+    nift.train.stage.callbacks = lambda log_path: [*base(log_path), probe]
     cfg = TrainConfig(model=MODEL, data=str(data), max_steps=steps, packing=packing, precision="bf16",
                       gradient_checkpointing=True, eval_fraction=0.0, logging_steps=1, save_steps=10_000,
                       progress=False, **HYPER)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from nift.templates import IGNORE
+from nift.prompts.encoder import IGNORE
 
 
 def first_fit_decreasing(lengths: list[int], capacity: int | None) -> list[list[int]]:

@@ -370,3 +370,24 @@ def test_cli_merge_and_errors(tiny, tmp_path, capsys):
     assert main(["merge", "--run-dir", str(tmp_path), "--method", "lora-base", "--adapter", str(tiny.adapter)]) == 2
     err = capsys.readouterr().err
     assert "give it with --target" in err and "Traceback" not in err
+
+
+def test_a_model_without_chat_template_gets_the_training_template(tiny, tmp_path):
+    """As LLaMA-Factory's export: the merged folder of a base model without a chat template carries the vanilla
+    template it was trained with; eval's `auto` still asks it with one_shot, as a base model."""
+    from nift.eval.templates import conversation_template
+    from nift.prompts.jinja import written_by_nift
+
+    base = tmp_path / "bare-base"
+    shutil.copytree(tiny.base, base)
+    (base / "chat_template.jinja").unlink()
+    info = {"name": "vanilla", "text": None, "prefix_ids": [], "eos_token": "<|im_end|>", "eos_token_id": 2}
+    adapter = make_adapter(base, tmp_path / "trained", meta_overrides={"template_info": info})
+    res = run(cfg(adapter=str(adapter)), tmp_path / "run", **QUIET)
+    out = tmp_path / "run" / "merge" / "model"
+    written = json.loads((out / "tokenizer_config.json").read_text())["chat_template"]
+    assert written_by_nift(written) and "chat_template" in res.manifest["stats"]["files"]
+    assert tiny.tokenizer.__class__.from_pretrained(out).apply_chat_template(
+        [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": " A1"}, {"role": "user", "content": "Q2"}],
+        add_generation_prompt=True, tokenize=False) == "Q1 A1<|im_end|>Q2"
+    assert conversation_template(str(out))[0] == "one_shot"

@@ -28,9 +28,9 @@ def tiny(smollm2, tmp_path_factory) -> str:
 def test_logged_at_every_checkpoint():
     from transformers import TrainerControl, TrainerState
 
-    from nift.train import _callbacks
+    from nift.train.trainer import callbacks
 
-    cb = _callbacks(Path("unused.jsonl"))[-1]
+    cb = callbacks(Path("unused.jsonl"))[-1]
     control = TrainerControl(should_save=True)
     cb.on_step_end(None, TrainerState(), control)
     assert control.should_log
@@ -40,7 +40,7 @@ def test_logged_at_every_checkpoint():
 def test_resumed_run_reports_the_uninterrupted_train_loss(tiny, tmp_path: Path, capsys, monkeypatch):
     from transformers import TrainerCallback
 
-    from nift import train
+    from nift.train import stage
 
     data = tmp_path / "toy.jsonl"
     data.write_text("".join(json.dumps({"id": f"t{i}", "prompt": f"Note {i}: the sky is",
@@ -54,10 +54,10 @@ def test_resumed_run_reports_the_uninterrupted_train_loss(tiny, tmp_path: Path, 
             if state.global_step == 4:
                 shutil.copytree(straight, killed)
 
-    real = train._callbacks
-    monkeypatch.setattr(train, "_callbacks", lambda path: [*real(path), Snapshot()])
+    real = stage.callbacks
+    monkeypatch.setattr(stage, "callbacks", lambda path: [*real(path), Snapshot()])
     assert main(["train", "--run-dir", str(straight), "--model", tiny, "--data", str(data), *ARGS]) == 0
-    monkeypatch.setattr(train, "_callbacks", real)
+    monkeypatch.setattr(stage, "callbacks", real)
     assert read_manifest(killed / "train") is None and (killed / "train" / "checkpoints" / "checkpoint-4").is_dir()
     capsys.readouterr()
     assert main(["train", "--run-dir", str(killed), "--model", tiny, "--data", str(data), *ARGS]) == 0

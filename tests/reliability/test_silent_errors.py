@@ -40,7 +40,7 @@ def test_sweep_checks_every_value_before_running_any(tmp_path: Path, monkeypatch
 
 def test_whitespace_completions_are_not_trained_on(tmp_path: Path):
     """An all-whitespace file trained to loss 15 and wrote an adapter: whitespace-only completions count as empty."""
-    from nift.train_data import DataSpec, load_examples
+    from nift.train.data import DataSpec, load_examples
 
     data = tmp_path / "pairs.jsonl"
     rows = [{"prompt": "The cat", "completion": " \n\t "}, {"prompt": "A dog", "completion": " barked."},

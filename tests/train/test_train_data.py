@@ -9,8 +9,8 @@ import pytest
 
 from nift.artifacts import write_json, write_jsonl
 from nift.errors import InputError
-from nift.templates import Conversation
-from nift.train_data import load_examples, resolve_source, split_eval
+from nift.prompts.encoder import Conversation
+from nift.train.data import load_examples, resolve_source, split_eval
 
 
 def _stage(run, name, rows):

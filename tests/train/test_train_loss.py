@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nift.train import completion_ce_sum, fused_linear_ce
+from nift.train.trainer import completion_ce_sum, fused_linear_ce
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -16,7 +16,7 @@ from nift.packing import (
     packing_works,
     use_segment_attention,
 )
-from nift.templates import IGNORE, Conversation, TemplateEncoder, resolve_eos
+from nift.prompts.encoder import IGNORE, Conversation, TemplateEncoder, resolve_eos
 
 
 @settings(max_examples=200, deadline=None)
@@ -60,10 +60,10 @@ def test_packed_rows_restart_positions_and_pad_as_their_own_segment(tiny):
 def _trainer(model, tmp_path):
     from transformers import TrainingArguments
 
-    from nift.train import _trainer_class
+    from nift.train.trainer import trainer_class
 
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    return _trainer_class()(model=model, args=args)
+    return trainer_class()(model=model, args=args)
 
 
 def test_completion_loss_equals_transformers_loss_packed_or_padded(tiny, tmp_path):

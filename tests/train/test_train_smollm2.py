@@ -9,11 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import nift.train
+import nift.train.stage
 from nift.artifacts import read_manifest
 from nift.config import TrainConfig
 from nift.models import resolve
-from nift.train import build_student, run
+from nift.train import run
+from nift.train.student import build_student
 
 QUIET = {"log": lambda *_: None}
 
@@ -58,7 +59,7 @@ def test_smollm2_learns_and_moves_every_lora_weight(cfg, straight):
 def test_smollm2_interrupted_run_resumes_to_the_same_result(cfg, straight, tmp_path, monkeypatch):
     """Interrupted right after the step-2 checkpoint (as Ctrl-C would), then the same call again. Tolerance: on CPU
     the resumed run repeats the uninterrupted one exactly (checked to 1e-6 on losses and adapter weights)."""
-    make = nift.train._trainer_class
+    make = nift.train.stage.trainer_class
 
     def interrupting():
         base = make()
@@ -71,11 +72,11 @@ def test_smollm2_interrupted_run_resumes_to_the_same_result(cfg, straight, tmp_p
 
         return Interrupted
 
-    monkeypatch.setattr(nift.train, "_trainer_class", interrupting)
+    monkeypatch.setattr(nift.train.stage, "trainer_class", interrupting)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, tmp_path, **QUIET)
     assert read_manifest(tmp_path / "train") is None
-    monkeypatch.setattr(nift.train, "_trainer_class", make)
+    monkeypatch.setattr(nift.train.stage, "trainer_class", make)
     res = run(cfg, tmp_path, **QUIET)
     assert res.manifest["stats"]["resumed_from"].endswith("checkpoint-2")
     a, b = _losses(tmp_path / "train"), _losses(straight)

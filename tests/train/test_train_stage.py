@@ -20,7 +20,8 @@ from nift.cli import main
 from nift.config import TrainConfig
 from nift.errors import ConfigError, InputError, NiftError
 from nift.models import resolve
-from nift.train import META, accelerate_config, build_student, run
+from nift.train import META, accelerate_config, run
+from nift.train.student import build_student
 
 REPO = Path(__file__).resolve().parents[2]
 QUIET = {"log": lambda *_: None}
@@ -206,7 +207,7 @@ def test_cli_help_explains_effective_batch_and_ships_accelerate_configs(capsys):
 
 def test_precision_follows_the_device():
     from nift.models import cpu_has_bf16
-    from nift.train import resolve_precision
+    from nift.train.student import resolve_precision
 
     assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_bf16() else "fp32")
     assert resolve_precision("fp32", "cpu") == "fp32"

@@ -9,7 +9,7 @@ import pytest
 
 from nift.errors import ConfigError, InputError
 from nift.models import load_tokenizer
-from nift.templates import IGNORE, Conversation, TemplateEncoder, resolve_eos, resolve_pad
+from nift.prompts.encoder import IGNORE, Conversation, TemplateEncoder, resolve_eos, resolve_pad
 
 PROMPT = "The harbour town woke slowly, fishing boats knocking against the pier while"
 COMPLETION = " gulls argued over the scraps left by the night crew."

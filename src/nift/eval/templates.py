@@ -1,11 +1,10 @@
-"""Prompt templates for answering benchmark questions.
+"""Prompt templates for answering benchmark questions: which one the paper would use for a model
+(`conversation_template`), the prompt for a conversation (`render`, from the renderer training uses,
+`nift.prompts.formats`), and FastChat's clean-up of an answer (`clean_answer`).
 
 - `chat`: the model's own chat template (`tokenizer.apply_chat_template`, or the server's for an endpoint);
 - `one_shot`, `zephyr`, `llama-2`, `llama-3`: FastChat's conversation templates, the ones the paper evaluated
-  base models with (Table 1; `conversation_template` picks the paper's for a model). The first three come from
-  FastChat itself (`fastchat.conversation`, the PyPI package `fschat`, installed with `--no-deps`); `llama-3` was
-  added to FastChat after its last PyPI release, so it is defined here exactly as FastChat's main branch defines it
-  (SeparatorStyle.LLAMA3, BOS left to the tokenizer);
+  base models with (Table 1; `conversation_template` picks the paper's for a model);
 - `vanilla`: no formatting at all, as LLaMA-Factory's `vanilla` template that nift trains with: the question is
   the prompt; in a multi-turn conversation each earlier answer is followed by the EOS token;
 - a string containing `{prompt}` (a custom template `nift train --template` accepts): the question replaces
@@ -19,14 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nift.errors import ConfigError, did_you_mean, missing_package
-
-FASTCHAT_TEMPLATES = ("one_shot", "zephyr", "llama-2", "llama-3")
-TEMPLATES = ("chat", "vanilla", *FASTCHAT_TEMPLATES)
-
-PLACEHOLDER = "{prompt}"  # a user template string, as `nift train --template` accepts
-
-Turns = list[tuple[str, str | None]]
+from nift.errors import ConfigError, did_you_mean
+from nift.prompts.formats import PLACEHOLDER, TEMPLATES, Turns, fastchat_stop, kind, messages_of, segments
 
 
 @dataclass(frozen=True)
@@ -66,6 +59,7 @@ def conversation_template(model_ref: str) -> tuple[str, str]:
     from pathlib import Path
 
     from nift.models import resolve
+    from nift.prompts.jinja import has_chat_template
 
     try:
         folder = Path(resolve(model_ref, auto_pull=False).path)
@@ -78,9 +72,8 @@ def conversation_template(model_ref: str) -> tuple[str, str]:
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
             if isinstance(config.get("text_config"), dict):  # multimodal wrappers keep the LM's config inside
                 config = {**config, **config["text_config"]}
-        tok_cfg = folder / "tokenizer_config.json"
-        has_chat = (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file() or (
-            tok_cfg.is_file() and bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template")))
+        # The training template nift writes into a merged base model is not the model's own.
+        has_chat = has_chat_template(folder, count_nift=False)
     if has_chat:
         return "chat", "the model's own chat template (an instruct model)"
     family = model_family(config) or _family_from_name(model_ref)
@@ -104,48 +97,6 @@ def check_template(name: str) -> str:
     return name
 
 
-def _fastchat_conversation(name: str) -> Any:
-    try:
-        from fastchat import conversation as fc
-    except ImportError:
-        raise missing_package("fschat", purpose=f"FastChat's {name!r} template; install it with "
-                              "`pip install --no-deps fschat==0.2.36`") from None
-    if name == "llama-3":
-        return _llama3(fc)
-    return fc.get_conv_template(name)
-
-
-def _llama3(fc: Any) -> Any:
-    class Llama3Conversation(fc.Conversation):
-        def get_prompt(self) -> str:
-            ret = self.system_template.format(system_message=self.system_message) if self.system_message else ""
-            for role, message in self.messages:
-                ret += f"<|start_header_id|>{role}<|end_header_id|>\n\n"
-                if message:
-                    ret += f"{message.strip()}<|eot_id|>"
-            return ret
-
-    return Llama3Conversation(
-        name="llama-3",
-        system_template="<|start_header_id|>system<|end_header_id|>\n\n{system_message}<|eot_id|>",
-        roles=("user", "assistant"),
-        messages=[],
-        sep_style=fc.SeparatorStyle.ADD_COLON_SINGLE,  # unused: get_prompt is overridden
-        sep="",
-        stop_str="<|eot_id|>",
-        stop_token_ids=[128001, 128009],
-    )
-
-
-def messages_of(turns: Turns, system: str | None = None) -> list[dict[str, str]]:
-    msgs = [{"role": "system", "content": system}] if system else []
-    for user, assistant in turns:
-        msgs.append({"role": "user", "content": user})
-        if assistant is not None:
-            msgs.append({"role": "assistant", "content": assistant})
-    return msgs
-
-
 def render(template: str, turns: Turns, tokenizer: Any = None, system: str | None = None,
            as_messages: bool = False) -> Rendered:
     """Render a conversation for generation.
@@ -157,30 +108,17 @@ def render(template: str, turns: Turns, tokenizer: Any = None, system: str | Non
     if not turns or turns[-1][1] is not None:
         raise ValueError("the last turn must be the one to answer (assistant None)")
     if template == "chat":
-        msgs = messages_of(turns, system)
         if as_messages:
-            return Rendered(None, msgs, ())
+            return Rendered(None, messages_of(turns, system), ())
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ConfigError("template 'chat' needs a model with a chat template; this tokenizer has none: "
                               f"use one of {', '.join(t for t in TEMPLATES if t != 'chat')}")
-        prompt = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        # Not split into segments: a template that rewrites earlier turns cannot be trained with, but can be asked.
+        prompt = tokenizer.apply_chat_template(messages_of(turns, system), add_generation_prompt=True, tokenize=False)
         return Rendered(prompt, None, ())
-    if template == "vanilla" or PLACEHOLDER in template:
-        eos = getattr(tokenizer, "eos_token", None) or ""
-        parts = []
-        for user, assistant in turns:
-            parts.append(user if template == "vanilla" else template.replace(PLACEHOLDER, user))
-            if assistant is not None:
-                parts.append(assistant + eos)
-        return Rendered("".join(parts), None, ())
-    conv = _fastchat_conversation(template)
-    if system is not None:
-        conv.set_system_message(system)
-    for user, assistant in turns:
-        conv.append_message(conv.roles[0], user)
-        conv.append_message(conv.roles[1], assistant)
-    stop = conv.stop_str if isinstance(conv.stop_str, list) else ([conv.stop_str] if conv.stop_str else [])
-    return Rendered(conv.get_prompt(), None, tuple(stop))
+    eos = (getattr(tokenizer, "eos_token", None) or "") if kind(template) == "plain" else ""
+    text = "".join(seg + (eos if trained else "") for seg, trained in segments(template, turns, tokenizer, system))
+    return Rendered(text, None, fastchat_stop(template) if kind(template) == "fastchat" else ())
 
 
 def clean_answer(text: str, stop: tuple[str, ...], special_tokens: list[str] | None = None) -> tuple[str, bool]:

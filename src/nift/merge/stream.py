@@ -12,7 +12,9 @@ from typing import Any
 
 from nift.artifacts import write_json
 from nift.checkpoint import INDEX, ShardWriter, TensorInfo, TensorReader, read_header, torch_dtype, write_index
+from nift.merge.checks import load_tokenizer_quietly
 from nift.merge.plan import MergePlan, dtype_name
+from nift.prompts.jinja import write_chat_template
 
 
 @functools.cache
@@ -158,6 +160,11 @@ def write_aux_files(plan: MergePlan, out_dir: Path, log: Callable[[str], None] =
     write_json(out_dir / "config.json", config)
 
     notes = {}
+    info = (plan.meta or {}).get("template_info")
+    if info and write_chat_template(out_dir, info, lambda: plan.tokenizer or load_tokenizer_quietly(out_dir)):
+        # As LLaMA-Factory's export: a model without a chat template gets the one it was trained with.
+        notes["chat_template"] = f"the training template ({info.get('name')}) written into tokenizer_config.json"
+        log(f"[merge] {notes['chat_template']}")
     try:
         gen = GenerationConfig.from_pretrained(out_dir)
     except OSError:

@@ -1,4 +1,5 @@
-"""Training data for `nift train`: where (prompt, completion) pairs come from.
+"""Training data for `nift train`: where (prompt, completion) pairs come from, and their token ids and labels
+(`load_features`: load, hold out the eval split, encode with the template).
 
 - `distill` / `audit`: `run_dir/<stage>/data.jsonl` (`{id, completion, ...}`) joined by `id` to
   `run_dir/prepare/data.jsonl` (`{id, prompt, ...}`), in that file's order.
@@ -33,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nift.config import TrainConfig
 from nift.errors import InputError
 from nift.io import JsonlIndex, enumerate_jsonl, iter_json_list
-from nift.templates import Conversation
+from nift.prompts.encoder import Conversation, TemplateEncoder
 
 STAGE_SOURCES = ("distill", "audit")
 CUT_POLICIES = ("no_eos", "drop")
@@ -267,3 +269,44 @@ def split_eval(convs: list[Conversation], fraction: float, max_rows: int, seed: 
     train = [c for i, c in enumerate(convs) if i not in held]
     evals = [c for i, c in enumerate(convs) if i in held]
     return train, evals
+
+
+# ------------------------------------------------------------------------------------------ token ids
+
+
+def _encode(enc: TemplateEncoder, convs: list, truncation: str, skipped: Counter) -> tuple[list[dict], dict]:
+    import numpy as np
+
+    feats, prompt_toks, completion_toks, truncated, no_eos = [], 0, 0, 0, 0
+    for e in enc.encode_many(convs, truncation):
+        if e is None:
+            skipped["completion_longer_than_max_length"] += 1
+            continue
+        feats.append({"input_ids": np.asarray(e.input_ids, dtype=np.int64),
+                      "labels": np.asarray(e.labels, dtype=np.int64)})
+        prompt_toks += e.prompt_tokens
+        completion_toks += e.completion_tokens
+        truncated += e.truncated
+        no_eos += not e.eos
+    return feats, {"prompt_tokens": prompt_toks, "completion_tokens": completion_toks, "truncated": truncated,
+                   "without_eos": no_eos}
+
+
+def load_features(cfg: TrainConfig, spec: DataSpec, run_dir: str | Path, encoder: TemplateEncoder, say
+               ) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """Token ids and labels of the training and held-out examples, and what was skipped or truncated."""
+    convs, skipped = load_examples(spec, run_dir, cfg.data_format, cfg.prompt_field, cfg.completion_field,
+                                   cfg.max_examples, cfg.cut_at_max_tokens)
+    where = spec.file or spec.stage_inputs.get(spec.source, "")
+    if not convs:
+        raise InputError(f"no training examples in {where} (skipped: {dict(skipped) or 'none'})")
+    train_convs, eval_convs = split_eval(convs, cfg.eval_fraction, cfg.eval_max, cfg.seed)
+    train_feats, stats = _encode(encoder, train_convs, cfg.truncation, skipped)
+    eval_feats, _ = _encode(encoder, eval_convs, cfg.truncation, Counter())
+    if not train_feats:
+        raise InputError(f"every example in {where} has a completion longer than --max-length {cfg.max_length} "
+                         "tokens (with EOS and one prompt token): raise --max-length")
+    if skipped.get("completion_longer_than_max_length"):
+        say(f"[train] {skipped['completion_longer_than_max_length']} examples dropped: their completion alone does "
+            f"not fit in --max-length {cfg.max_length}")
+    return train_feats, eval_feats, {"skipped": dict(skipped), **stats}

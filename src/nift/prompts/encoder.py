@@ -1,6 +1,8 @@
-"""Training templates: how a (prompt, completion) pair, or a conversation, becomes token ids and labels.
+"""Token ids for a template and a conversation: the training ids and labels (`TemplateEncoder.encode`), and the
+generation prompt (`TemplateEncoder.generation`: text and ids, the ids exactly the start of the training ids of the
+conversation answered). The text segments come from `nift.prompts.formats`; each is tokenized on its own.
 
-Three kinds of template:
+The kinds of template:
 
 - `vanilla` — the paper's (`--template vanilla` in LLaMA-Factory 0.5.2, the version it used). There it is
   `_register_template(name="vanilla")` with every slot left at its default: user turn `{{content}}`, assistant turn
@@ -14,6 +16,10 @@ Three kinds of template:
   the template renders it, cut right after the EOS token if the template emits one, else followed by EOS.
 - any other string is a user template in which `{prompt}` marks where the prompt goes (e.g.
   `"### Instruction:\\n{prompt}\\n\\n### Response:\\n"`); the completion and EOS follow it directly.
+- `one_shot`, `zephyr`, `llama-2`, `llama-3` (FastChat's, what eval asks base models with): the prompt part ends
+  with the assistant role tag; the completion part is the answer and the template's separator, cut right after the
+  EOS token if the separator holds one (zephyr, llama-2). Otherwise EOS follows only the last answer: an earlier
+  answer ends at the separator, as in the generation prompt of the next turn, which FastChat renders without EOS.
 
 Labels are the token ids of every completion token (EOS included) and -100 for everything else, so the loss covers
 completion tokens only. EOS is a target only where the text really ends: a completion the teacher cut at max_tokens
@@ -34,10 +40,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from nift.errors import ConfigError, InputError
+from nift.prompts.formats import BUILTIN, FASTCHAT_TEMPLATES, PLACEHOLDER, Turns, kind, segments
 
 IGNORE = -100
-BUILTIN = ("vanilla", "chat")
-PLACEHOLDER = "{prompt}"
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,19 @@ class Encoded:
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """A generation prompt: the text to send and its ids, as training tokenized them (the tokenizer's prefix, each
+    segment on its own)."""
+
+    text: str
+    ids: list[int]
+
+
+@dataclass(frozen=True)
 class TemplateInfo:
     """What merge and eval need to reproduce the training format (written into nift_train.json)."""
 
-    name: str  # vanilla, chat or "custom"
+    name: str  # vanilla, chat, a FastChat template or "custom"
     text: str | None  # the user template string for custom
     prefix_ids: tuple[int, ...]  # the tokenizer's own prefix (BOS) kept in front of every sequence
     eos_token: str
@@ -137,7 +151,8 @@ class TemplateEncoder:
 
     def __init__(self, tok: Any, template: str, eos: tuple[str, int], max_length: int,
                  system_prompt: str | None = None, model_ref: str = ""):
-        check_template(template)
+        if template not in FASTCHAT_TEMPLATES:  # the ones eval asks with; `nift train --template` takes the others
+            check_template(template)
         self.tok = tok
         self.template = template
         self.eos_token, self.eos_id = eos
@@ -150,7 +165,7 @@ class TemplateEncoder:
 
     @property
     def info(self) -> TemplateInfo:
-        name = self.template if self.template in BUILTIN else "custom"
+        name = self.template if self.template in (*BUILTIN, *FASTCHAT_TEMPLATES) else "custom"
         return TemplateInfo(name, None if name != "custom" else self.template, self.prefix, self.eos_token,
                             self.eos_id, self.system_prompt)
 
@@ -158,39 +173,21 @@ class TemplateEncoder:
 
     def render(self, conv: Conversation) -> list[tuple[str, bool]]:
         """Text segments with a flag: True for text the loss covers (assistant turns)."""
-        if self.template == "chat":
-            return self._render_chat(conv)
-        segments: list[tuple[str, bool]] = []
-        for user, assistant in conv.turns:
-            text = user if self.template == "vanilla" else self.template.replace(PLACEHOLDER, user)
-            segments += [(text, False), (assistant, True)]
-        return segments
-
-    def _render_chat(self, conv: Conversation) -> list[tuple[str, bool]]:
         system = conv.system if conv.system is not None else self.system_prompt
-        messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
-        segments: list[tuple[str, bool]] = []
-        done = ""
-        for user, assistant in conv.turns:
-            messages.append({"role": "user", "content": user})
-            with_prompt = self._apply(messages, add_generation_prompt=True)
-            messages.append({"role": "assistant", "content": assistant})
-            full = self._apply(messages, add_generation_prompt=False)
-            if not with_prompt.startswith(done) or not full.startswith(with_prompt):
-                raise ConfigError(
-                    "--template chat: this tokenizer's chat template does not render a conversation as a prefix of "
-                    "its continuation (it rewrites earlier turns), so prompt and completion tokens cannot be told "
-                    "apart; use --template vanilla or a template string with {prompt}"
-                )
-            segments += [(with_prompt[len(done):], False), (full[len(with_prompt):], True)]
-            done = full
-        return segments
+        return segments(self.template, list(conv.turns), self.tok, system)
 
-    def _apply(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
-        try:
-            return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-        except Exception as e:  # noqa: BLE001 - jinja errors from the model's own template
-            raise ConfigError(f"--template chat: the tokenizer's chat template failed: {e}") from None
+    def generation(self, turns: Turns, system: str | None = None) -> Prompt:
+        """The prompt to answer the last turn (its assistant None): its text and ids, the ids exactly those that
+        start the training ids of the conversation once answered."""
+        system = system if system is not None else self.system_prompt
+        segs = segments(self.template, turns, self.tok, system)
+        pieces = self.tok([t for t, _ in segs], add_special_tokens=False)["input_ids"] if segs else []
+        ids, text = list(self.prefix), ""
+        for (seg, trained), piece in zip(segs, pieces, strict=True):
+            piece = self._completion_ids(list(piece), last=False) if trained else list(piece)
+            ids += piece
+            text += seg + (self.eos_token if trained and kind(self.template) == "plain" else "")
+        return Prompt(text, ids)
 
     # -------------------------------------------------------------------------------------------- encoding
 
@@ -213,12 +210,15 @@ class TemplateEncoder:
     def encode(self, conv: Conversation, truncation: str = "left") -> Encoded | None:
         return self.encode_many([conv], truncation)[0]
 
-    def _completion_ids(self, ids: list[int], ends: bool = True) -> list[int]:
-        if self.template == "chat" and self.eos_id in ids:
-            # The chat template already ends the turn with EOS (e.g. "<|im_end|>\n"): stop right after it, or, for
+    def _completion_ids(self, ids: list[int], ends: bool = True, last: bool = True) -> list[int]:
+        """An assistant turn's ids; `ends`: the text ends there; `last`: no turn follows it."""
+        if kind(self.template) != "plain" and self.eos_id in ids:
+            # The template already ends the turn with EOS (e.g. "<|im_end|>\n"): stop right after it, or, for
             # a text that does not end here, right before it.
-            last = len(ids) - 1 - ids[::-1].index(self.eos_id)
-            return ids[: last + 1] if ends else ids[:last]
+            end = len(ids) - 1 - ids[::-1].index(self.eos_id)
+            return ids[: end + 1] if ends else ids[:end]
+        if kind(self.template) == "fastchat" and not last:
+            return list(ids)  # FastChat's next turn follows the separator directly
         return [*ids, self.eos_id] if ends else list(ids)
 
     def _assemble(self, conv: Conversation, segs: list[tuple[str, bool]], pieces: list[list[int]],
@@ -229,7 +229,7 @@ class TemplateEncoder:
         last_trained = max((i for i, (_, trained) in enumerate(segs) if trained), default=-1)
         for i, ((_, trained), ids) in enumerate(zip(segs, pieces, strict=True)):
             if trained:
-                ids = self._completion_ids(list(ids), ends=conv.ends or i != last_trained)
+                ids = self._completion_ids(list(ids), ends=conv.ends or i != last_trained, last=i == last_trained)
                 last_start = len(input_ids)
                 labels += ids
             else:
