@@ -221,7 +221,7 @@ def _rows(data: Path, n: int) -> list[dict[str, Any]]:
 def train_nift(model: str, data: Path, out: Path, hyper: dict[str, Any]) -> dict[str, Any]:
     """`nift train` as a user runs it, on its defaults (packing, per-example attention, head at scored positions)."""
     import nift.train.stage
-    from nift.config import TrainConfig
+    from nift.train.config import TrainConfig
 
     probe = _probe_callback()
     base = nift.train.stage.callbacks
@@ -261,8 +261,8 @@ def train_trl(model: str, data: Path, out: Path, hyper: dict[str, Any], segments
     TRL pairs padding-free with FlashAttention's variable-length kernel; neither flash-attn nor the hub's kernels
     can be installed on the lent machine. `trl` is what TRL then runs there: torch's sdpa over each packed row with
     transformers' block-diagonal mask (every block of the row computed). `trl-seg` stands in for the kernel TRL
-    recommends: nift's per-example sdpa (`nift.packing.segment_attention`), which costs what varlen attention does,
-    so that row isolates the trainers from the attention kernel."""
+    recommends: nift's per-example sdpa (`nift.train.packing.segment_attention`), which costs what varlen attention
+    does, so that row isolates the trainers from the attention kernel."""
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer, PrinterCallback
@@ -275,7 +275,7 @@ def train_trl(model: str, data: Path, out: Path, hyper: dict[str, Any], segments
     if segments:
         from transformers import AttentionInterface
 
-        from nift.packing import SEGMENT_ATTENTION, segment_attention
+        from nift.train.packing import SEGMENT_ATTENTION, segment_attention
 
         AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
         init["attn_implementation"] = SEGMENT_ATTENTION

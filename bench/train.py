@@ -131,7 +131,7 @@ def _probes():
 
 def child_nift(data: Path, out: Path, steps: int, packing: bool) -> dict:
     import nift.train.stage
-    from nift.config import TrainConfig
+    from nift.train.config import TrainConfig
 
     probe = _probes()
     base = nift.train.stage.callbacks

@@ -46,7 +46,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("audit", "nift.audit:run", "flag instructional/conversational content, teacher failures and benchmark "
           "contamination; write the filtered training set", config="nift.audit.config:AuditConfig"),
     Stage("train", "nift.train:run", "fine-tune a student (LoRA by default) on prompt -> continuation pairs",
-          config="nift.config:TrainConfig"),
+          config="nift.train.config:TrainConfig"),
     Stage("merge", "nift.merge:run", "merge a LoRA adapter into its base or an instruct sibling, or add a chat vector",
           config="nift.merge.config:MergeConfig"),
     Stage("eval", "nift.eval.stage:run", "evaluate a model: IFEval, MT-Bench, Arena-Hard, lm-eval, judge-free signals",

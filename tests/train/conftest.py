@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nift.config import TrainConfig
+from nift.train.config import TrainConfig
 
 FAST = {"progress": False, "logging_steps": 1, "save_steps": 1000, "eval_fraction": 0.0}
 

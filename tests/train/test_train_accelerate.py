@@ -43,7 +43,7 @@ def pairs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def one_process(tiny_model, pairs, tmp_path_factory) -> Path:
     """The reference: one process, per-device batch 8 (= 2 processes x 4)."""
-    from nift.config import TrainConfig
+    from nift.train.config import TrainConfig
 
     out = tmp_path_factory.mktemp("one")
     cfg = TrainConfig(model=tiny_model, data=str(pairs), per_device_batch_size=8, progress=False, eval_fraction=0.0,

@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nift.models import load_tokenizer
-from nift.packing import (
+from nift.prompts.encoder import IGNORE, Conversation, TemplateEncoder, resolve_eos
+from nift.train.packing import (
     PackedCollator,
     PaddedCollator,
     first_fit_decreasing,
     packing_works,
     use_segment_attention,
 )
-from nift.prompts.encoder import IGNORE, Conversation, TemplateEncoder, resolve_eos
 
 
 @settings(max_examples=200, deadline=None)

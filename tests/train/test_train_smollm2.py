@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 import nift.train.stage
 from nift.artifacts import read_manifest
-from nift.config import TrainConfig
 from nift.models import resolve
 from nift.train import run
+from nift.train.config import TrainConfig
 from nift.train.student import build_student
 
 QUIET = {"log": lambda *_: None}

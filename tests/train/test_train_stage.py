@@ -17,10 +17,10 @@ from safetensors.torch import load_file
 
 from nift.artifacts import read_manifest
 from nift.cli import main
-from nift.config import TrainConfig
 from nift.errors import ConfigError, InputError, NiftError
 from nift.models import resolve
 from nift.train import META, accelerate_config, run
+from nift.train.config import TrainConfig
 from nift.train.student import build_student
 
 REPO = Path(__file__).resolve().parents[2]

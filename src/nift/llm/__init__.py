@@ -4,12 +4,13 @@ generation and the judges).
 What it holds: `engine` (the public `run_requests` / `estimate_requests`), `items` (requests checked, truncated
 and keyed; worst-case cost), `run_state` (the ledger, progress and bookkeeping of one call), `drivers` (the three
 ways of running: online async requests, a local in-process batch, provider batch jobs), `store` (the durable SQLite
-store), `types` (`Request`, `Result`, `Usage`, `RunSummary`, the errors), `prices`, `ratelimit` and `backends/`
-(hf, vllm, openai, anthropic, their batch APIs, a Ray pool).
+store), `config` (`BackendConfig`, `Price`, `RayConfig`, the paper's system prompt), `types` (`Request`, `Result`,
+`Usage`, `RunSummary`, the errors), `prices`, `ratelimit` and `backends/` (hf, vllm, openai, anthropic, their batch
+APIs, a Ray pool).
 
 Public API:
 
-- `BackendConfig` (pydantic, from `nift.config`): backend (hf | vllm | openai | anthropic | openai-batch |
+- `BackendConfig` (pydantic, in `nift.llm.config`): backend (hf | vllm | openai | anthropic | openai-batch |
   anthropic-batch), model, base_url, api_key_env, system_prompt, endpoint (chat | completions), max_tokens,
   temperature, stop, concurrency, rpm, tpm, timeout_s, max_retries, batch_size, device, dtype, context_tokens,
   on_long_prompt, prices (overrides), poll_interval_s, batch_max_requests.

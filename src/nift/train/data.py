@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nift.config import TrainConfig
 from nift.errors import InputError
 from nift.io import JsonlIndex, enumerate_jsonl, iter_json_list
 from nift.prompts.encoder import Conversation, TemplateEncoder
+from nift.train.config import TrainConfig
 
 STAGE_SOURCES = ("distill", "audit")
 CUT_POLICIES = ("no_eos", "drop")

@@ -8,7 +8,7 @@ This module is the stage: skip / resume / fresh, the run from data to saved adap
 parts: `nift.train.data` (examples, their ids and labels from `nift.prompts`), `nift.train.student` (device,
 precision, base model, LoRA), `nift.train.trainer` (`CompletionTrainer`: the loss is the cross-entropy of the
 completion tokens only, and the output head runs only at the positions that are scored, so prompt positions cost no
-vocabulary projection and no logits memory). Batches come from `nift.packing` (padding-free, no attention across
+vocabulary projection and no logits memory). Batches come from `nift.train.packing` (padding-free, no attention across
 examples).
 
 Output (`run_dir/train/`): `adapter/` (PEFT `save_pretrained` plus the tokenizer; `model/` for full fine-tuning),
@@ -34,13 +34,14 @@ from typing import Any
 
 from nift import __version__
 from nift.artifacts import StageContext, atomic_open, run_stage, sha256_file, write_json
-from nift.config import TrainConfig, hash_obj
+from nift.config import hash_obj
 from nift.errors import ConfigError, NiftError
 from nift.models import ModelRef, load_tokenizer, tokenizer_hash
-from nift.packing import PackedCollator, PaddedCollator, use_segment_attention
 from nift.prompts.encoder import TemplateEncoder, check_template, resolve_eos, resolve_pad
 from nift.prompts.jinja import write_chat_template
+from nift.train.config import TrainConfig
 from nift.train.data import DataSpec, load_features, resolve_source
+from nift.train.packing import PackedCollator, PaddedCollator, use_segment_attention
 from nift.train.student import (
     Processes,
     build_student,

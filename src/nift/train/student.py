@@ -7,10 +7,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from nift.config import TrainConfig
 from nift.errors import ConfigError, NiftError, missing_package
 from nift.models import ModelRef, cpu_has_bf16, resolve
-from nift.packing import packing_works
+from nift.train.config import TrainConfig
+from nift.train.packing import packing_works
 
 # ------------------------------------------------------------------------------------------------ processes
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from nift.artifacts import atomic_open
-from nift.config import TrainConfig
 from nift.errors import ConfigError
 from nift.prompts.encoder import IGNORE
+from nift.train.config import TrainConfig
 
 
 class _ScoredPositions:
